@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The three virtual environments from the committed lock files (DESIGN.md §4). A venv is rebuilt only
+# when its lock file changed (a stamp holds the lock's hash), so a second run takes a second.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+python="${PYTHON:-python3.11}"
+command -v "$python" >/dev/null || python=python3
+for name in "${@:-ml live airflow}"; do
+  for venv in $name; do
+    lock="locks/$venv.txt"
+    dir=".loom/venv-$venv"
+    stamp="$dir/.lock-sha"
+    want="$(sha256sum "$lock" pyproject.toml | sha256sum | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+      continue
+    fi
+    echo "[setup] building $dir from $lock"
+    [ -x "$dir/bin/python" ] || "$python" -m venv "$dir"
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check -r "$lock" 2>&1 | grep -v "^WARNING: Location" || true
+    "$dir/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+      | grep -v "^WARNING: Location" || true
+    "$dir/bin/python" -m pip check >/dev/null || { "$dir/bin/python" -m pip check; exit 1; }
+    echo "$want" > "$stamp"
+  done
+done

@@ -1,0 +1,1 @@
+"""Implementations of the ports: the Postgres/Timescale store, data sources, brokers, the registry."""

@@ -1,0 +1,220 @@
+"""Where bars come from: bundled package data, CSV/Parquet files, the synthetic generator, and the
+`HistorySource` port that broker adapters (Kite `historical_data`, Fyers `history`) implement."""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+import polars as pl
+
+from tradeloom.domain import Instrument, Segment, Timeframe
+from tradeloom.errors import InputError
+from tradeloom.quality import NAT, BarColumns
+from tradeloom.synthetic import minute_bars, synthetic_instruments
+
+FIELDS = ("bar_at", "open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """One batch to ingest: bars as arrays plus the raw rows (kept for quarantine)."""
+
+    source: str
+    timeframe: Timeframe
+    bars: BarColumns
+    raw: pl.DataFrame | None = None
+    instruments: tuple[Instrument, ...] = field(default_factory=tuple)
+
+    def raw_row(self, index: int) -> dict[str, object]:
+        if self.raw is None:
+            return {
+                "instrument": str(self.bars.instrument_key[index]), "bar_at_ns": int(self.bars.bar_at[index]),
+                "open": float(self.bars.open[index]), "high": float(self.bars.high[index]),
+                "low": float(self.bars.low[index]), "close": float(self.bars.close[index]),
+                "volume": float(self.bars.volume[index]),
+            }
+        return {key: (None if value is None else str(value)) for key, value in self.raw.row(index, named=True).items()}
+
+
+class HistorySource(Protocol):
+    """Port for a broker's or vendor's historical bars (Kite `historical_data`, Fyers `history`)."""
+
+    name: str
+
+    def history(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> SourceBatch:
+        """Bars of `instrument` with `start <= bar_at < end`."""
+        ...
+
+
+def _zone(name: str, option: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise InputError(f"{option}={name!r} is not a known time zone (e.g. 'UTC', 'Asia/Kolkata')") from error
+
+
+def frame_to_batch(
+    frame: pl.DataFrame,
+    *,
+    source: str,
+    timeframe: Timeframe,
+    columns: Mapping[str, str],
+    instrument_key: str | None,
+    symbol_column: str | None,
+    timezone: str,
+    timestamp_format: str | None = None,
+    where: str = "input",
+    instruments: tuple[Instrument, ...] = (),
+) -> SourceBatch:
+    """Map a raw frame's columns onto bars; naive timestamps are read in `timezone`."""
+    zone = _zone(timezone, "timezone")
+    mapping = {name: columns.get(name, name) for name in FIELDS}
+    wanted = list(mapping.values()) + ([symbol_column] if symbol_column else [])
+    missing = [column for column in wanted if column not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{where}: column(s) {missing} not found; the file has {frame.columns} "
+            "(map columns with --column field=name)"
+        )
+    if (instrument_key is None) == (symbol_column is None):
+        raise InputError(f"{where}: give exactly one of --instrument EXCHANGE:SYMBOL or --symbol-column NAME")
+    stamp = frame.get_column(mapping["bar_at"])
+    if stamp.dtype == pl.String:
+        stamp = (
+            stamp.str.to_datetime(format=timestamp_format, strict=False, time_zone=None)
+            if timestamp_format
+            else stamp.str.to_datetime(strict=False)
+        )
+    elif stamp.dtype == pl.Date:
+        stamp = stamp.cast(pl.Datetime("us"))
+    if not isinstance(stamp.dtype, pl.Datetime):
+        raise InputError(f"{where}: column {mapping['bar_at']!r} holds {stamp.dtype}, expected timestamps")
+    if stamp.dtype.time_zone is None:  # type: ignore[union-attr]
+        stamp = stamp.dt.replace_time_zone(zone.key, ambiguous="earliest", non_existent="null")
+    bar_at = stamp.dt.convert_time_zone("UTC").dt.epoch("ns").fill_null(NAT).to_numpy().astype(np.int64)
+
+    def numbers(name: str) -> np.ndarray:
+        values = frame.get_column(mapping[name]).cast(pl.Float64, strict=False).fill_null(float("nan"))
+        return values.to_numpy().astype(np.float64)
+
+    keys = (
+        np.full(frame.height, instrument_key, dtype=object)
+        if instrument_key is not None
+        else frame.get_column(symbol_column or "").cast(pl.String).to_numpy().astype(object)
+    )
+    bars = BarColumns(keys, bar_at, numbers("open"), numbers("high"), numbers("low"), numbers("close"),
+                      numbers("volume"))
+    return SourceBatch(source=source, timeframe=timeframe, bars=bars, raw=frame, instruments=instruments)
+
+
+def read_file(
+    path: Path,
+    *,
+    timeframe: Timeframe,
+    columns: Mapping[str, str],
+    instrument_key: str | None = None,
+    symbol_column: str | None = None,
+    timezone: str = "UTC",
+    timestamp_format: str | None = None,
+) -> SourceBatch:
+    """A CSV or Parquet file of bars."""
+    if not path.is_file():
+        raise InputError(f"file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            frame = pl.read_parquet(path)
+        elif suffix in {".csv", ".txt", ".gz"}:
+            frame = pl.read_csv(path, infer_schema_length=0)  # all strings: parse explicitly below
+        else:
+            raise InputError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError, OSError) as error:
+        raise InputError(f"{path}: cannot read it as {suffix.lstrip('.')}: {error}") from error
+    return frame_to_batch(
+        frame, source=f"file:{path.name}", timeframe=timeframe, columns=columns, instrument_key=instrument_key,
+        symbol_column=symbol_column, timezone=timezone, timestamp_format=timestamp_format, where=str(path),
+    )
+
+
+# -- bundled real data -------------------------------------------------------------------------------
+
+def _us_equity(exchange: str, symbol: str) -> Instrument:
+    return Instrument(exchange=exchange, symbol=symbol, segment=Segment.EQUITY, tick_size=Decimal("0.01"),
+                      currency="USD", timezone="America/New_York", calendar="XNYS")
+
+
+EURUSD = Instrument(
+    exchange="FX", symbol="EURUSD", segment=Segment.CURRENCY, tick_size=Decimal("0.00001"), currency="USD",
+    # FX trades from Sunday 22:00 UTC to Friday 22:00 UTC: five overnight sessions opening Sun..Thu.
+    timezone="UTC", session_open=time(22, 0), session_close=time(22, 0), trading_days=(6, 0, 1, 2, 3),
+    calendar=None,
+)
+BUNDLED_INSTRUMENTS: tuple[Instrument, ...] = (
+    _us_equity("NASDAQ", "GOOGL"),
+    EURUSD,
+    _us_equity("NASDAQ", "AAPL"),
+    _us_equity("NYSE", "IBM"),
+    _us_equity("NASDAQ", "MSFT"),
+    _us_equity("NASDAQ", "GOOG"),
+)
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError as error:
+        raise InputError(f"bundled data package {package!r} is not installed (run `make setup`)") from error
+    return Path(str(root.joinpath(*parts)))
+
+
+def bundled_batches() -> Iterator[SourceBatch]:
+    """Real OHLCV shipped in registry packages: gym-anytrading (MIT) and bokeh_sampledata (public domain)."""
+    by_key = {instrument.key: instrument for instrument in BUNDLED_INSTRUMENTS}
+    yield frame_to_batch(
+        pl.read_csv(_package_file("gym_anytrading", "datasets", "data", "STOCKS_GOOGL.csv"), infer_schema_length=0),
+        source="bundled:gym-anytrading", timeframe=Timeframe.DAY,
+        columns={"bar_at": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+                 "volume": "Volume"},
+        instrument_key="NASDAQ:GOOGL", symbol_column=None, timezone="UTC", timestamp_format="%Y-%m-%d",
+        instruments=(by_key["NASDAQ:GOOGL"],),
+    )
+    yield frame_to_batch(
+        pl.read_csv(_package_file("gym_anytrading", "datasets", "data", "FOREX_EURUSD_1H_ASK.csv"),
+                    infer_schema_length=0),
+        source="bundled:gym-anytrading", timeframe=Timeframe.HOUR,
+        columns={"bar_at": "Time", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+                 "volume": "Volume"},
+        instrument_key="FX:EURUSD", symbol_column=None, timezone="UTC", timestamp_format="%d.%m.%Y %H:%M:%S%.3f",
+        instruments=(by_key["FX:EURUSD"],),
+    )
+    stocks = pl.read_csv(_package_file("bokeh_sampledata", "_data", "stocks.csv.gz"), infer_schema_length=0)
+    exchange = {"AAPL": "NASDAQ", "IBM": "NYSE", "MSFT": "NASDAQ", "GOOG": "NASDAQ"}
+    stocks = stocks.filter(pl.col("Ticker").is_in(list(exchange))).with_columns(
+        pl.col("Ticker").replace_strict(exchange).alias("Exchange")
+    ).with_columns((pl.col("Exchange") + ":" + pl.col("Ticker")).alias("instrument"))
+    yield frame_to_batch(
+        stocks, source="bundled:bokeh_sampledata", timeframe=Timeframe.DAY,
+        columns={"bar_at": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
+                 "volume": "Volume"},
+        instrument_key=None, symbol_column="instrument", timezone="UTC", timestamp_format="%Y-%m-%d",
+        instruments=tuple(by_key[f"{exchange[ticker]}:{ticker}"] for ticker in exchange),
+    )
+
+
+def synthetic_batch(instruments: int, days: int, seed: int) -> SourceBatch:
+    """Seeded synthetic minute bars for `instruments` NSE-like symbols (exchange SYNTH)."""
+    if instruments < 1 or days < 1:
+        raise InputError(f"synthetic data needs instruments >= 1 and days >= 1, got {instruments} and {days}")
+    listed = synthetic_instruments(instruments)
+    return SourceBatch(
+        source=f"synthetic:seed={seed}", timeframe=Timeframe.MINUTE,
+        bars=minute_bars(listed, days=days, seed=seed), instruments=tuple(listed),
+    )

@@ -1,0 +1,62 @@
+"""Trading sessions: which timestamps an instrument is expected to have bars at."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.domain import Instrument, Timeframe
+
+NS = 1_000_000_000
+
+
+def expected_bar_times(
+    instrument: Instrument,
+    timeframe: Timeframe,
+    start: datetime,
+    end: datetime,
+    holidays: frozenset[date] = frozenset(),
+) -> npt.NDArray[np.int64]:
+    """UTC epoch-ns open times of every bar the instrument's session implies in [start, end].
+
+    Daily bars are stamped at 00:00 UTC of the trading date. Intraday bars start at the session
+    open and step by the timeframe until the close, on the instrument's trading days.
+    """
+    tz = ZoneInfo(instrument.timezone)
+    out: list[int] = []
+    day = start.astimezone(tz).date()
+    last = end.astimezone(tz).date()
+    step = timedelta(seconds=timeframe.seconds)
+    while day <= last:
+        if day.weekday() in instrument.trading_days and day not in holidays:
+            if timeframe is Timeframe.DAY:
+                stamp = datetime(day.year, day.month, day.day, tzinfo=UTC)
+                if start <= stamp <= end:
+                    out.append(int(stamp.timestamp()) * NS)
+            else:
+                opens = datetime.combine(day, instrument.session_open, tzinfo=tz)
+                closes = datetime.combine(day, instrument.session_close, tzinfo=tz)
+                if closes <= opens:  # overnight sessions (FX): run to the next day's close
+                    closes += timedelta(days=1)
+                moment = opens
+                while moment < closes:
+                    if start <= moment <= end:
+                        out.append(int(moment.timestamp()) * NS)
+                    moment += step
+        day += timedelta(days=1)
+    return np.unique(np.asarray(out, dtype=np.int64))
+
+
+def count_gaps(present_ns: npt.NDArray[np.int64], expected_ns: npt.NDArray[np.int64]) -> tuple[int, int]:
+    """(missing bars, runs of consecutive missing bars) between the first and last present bar."""
+    if present_ns.size == 0:
+        return 0, 0
+    window = expected_ns[(expected_ns >= present_ns.min()) & (expected_ns <= present_ns.max())]
+    missing = ~np.isin(window, present_ns)
+    if not missing.any():
+        return 0, 0
+    starts = np.flatnonzero(missing & ~np.concatenate(([False], missing[:-1])))
+    return int(missing.sum()), int(starts.size)

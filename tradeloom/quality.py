@@ -1,0 +1,78 @@
+"""Row-level checks applied to every ingested bar before it may reach a raw table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+# Sentinel for a timestamp that could not be parsed (numpy's NaT as int64).
+NAT = np.iinfo(np.int64).min
+
+
+@dataclass(frozen=True)
+class BarColumns:
+    """A batch of bars as parallel arrays; `bar_at` is UTC epoch nanoseconds (NAT when unparseable)."""
+
+    instrument_key: npt.NDArray[np.object_]
+    bar_at: IntArray
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.bar_at.shape[0])
+
+    def take(self, mask: npt.NDArray[np.bool_]) -> BarColumns:
+        return BarColumns(
+            self.instrument_key[mask], self.bar_at[mask], self.open[mask], self.high[mask],
+            self.low[mask], self.close[mask], self.volume[mask],
+        )
+
+
+# Checked in this order; a row gets the first reason that applies.
+REASONS = (
+    "unparseable_timestamp",
+    "future_timestamp",
+    "non_finite_price",
+    "non_positive_price",
+    "high_below_open_or_close",
+    "low_above_open_or_close",
+    "invalid_volume",
+    "duplicate_key_in_batch",
+)
+
+
+def row_problems(bars: BarColumns, now_ns: int, future_tolerance_s: int = 60) -> npt.NDArray[np.object_]:
+    """Per row, the first failed check's reason, or "" for a clean row. Pure and vectorised."""
+    reasons = np.full(len(bars), "", dtype=object)
+
+    def mark(mask: npt.NDArray[np.bool_], reason: str) -> None:
+        reasons[(reasons == "") & mask] = reason
+
+    prices = np.vstack([bars.open, bars.high, bars.low, bars.close])
+    mark(bars.bar_at == NAT, "unparseable_timestamp")
+    mark(bars.bar_at > now_ns + future_tolerance_s * 1_000_000_000, "future_timestamp")
+    finite = np.isfinite(prices).all(axis=0)
+    mark(~finite, "non_finite_price")
+    with np.errstate(invalid="ignore"):
+        mark((prices <= 0).any(axis=0), "non_positive_price")
+        mark(bars.high < np.maximum(bars.open, bars.close), "high_below_open_or_close")
+        mark(bars.low > np.minimum(bars.open, bars.close), "low_above_open_or_close")
+        mark(~np.isfinite(bars.volume) | (bars.volume < 0), "invalid_volume")
+    # Duplicates: the first occurrence of a key is kept, later ones are quarantined.
+    order = np.lexsort((np.arange(len(bars)), bars.bar_at, bars.instrument_key.astype(str)))
+    keys_sorted = bars.instrument_key[order].astype(str)
+    times_sorted = bars.bar_at[order]
+    repeat = np.zeros(len(bars), dtype=bool)
+    if len(bars) > 1:
+        repeat[1:] = (keys_sorted[1:] == keys_sorted[:-1]) & (times_sorted[1:] == times_sorted[:-1])
+    duplicate = np.zeros(len(bars), dtype=bool)
+    duplicate[order] = repeat
+    mark(duplicate, "duplicate_key_in_batch")
+    return reasons

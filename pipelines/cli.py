@@ -28,7 +28,8 @@ instruments_app = typer.Typer(help="The instrument master.", no_args_is_help=Tru
 app.add_typer(db_app, name="db")
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(instruments_app, name="instruments")
-console = Console()
+# A fixed width when not on a terminal keeps tables readable in logs and CI.
+console = Console(width=None if sys.stdout.isatty() else 130)
 
 
 def _database() -> Database:
@@ -235,6 +236,9 @@ def executor(ctx: typer.Context) -> None:
 
 
 def main() -> None:
+    from pipelines.commands import register_all
+
+    register_all(app)
     logging.basicConfig(level=os.environ.get("TRADELOOM_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

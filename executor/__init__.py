@@ -1,0 +1,1 @@
+"""The long-running executor: feed → bar builder → engine → order manager → broker (runs in venv-live)."""

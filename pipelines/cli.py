@@ -72,7 +72,8 @@ def db_status() -> None:
         cur.execute("select count(*) from schema_migrations")
         count = cur.fetchone()
     console.print(f"database: [green]up[/] at {db.url() if not db.is_local else db.cluster.url()}")
-    console.print(f"timescaledb: {version[0] if version else 'missing'}; migrations applied: {count[0] if count else 0}")
+    applied = count[0] if count else 0
+    console.print(f"timescaledb: {version[0] if version else 'missing'}; migrations applied: {applied}")
 
 
 @db_app.command("migrate")
@@ -232,7 +233,7 @@ def executor(ctx: typer.Context) -> None:
     python = PipelineSettings().home / "venv-live" / "bin" / "python"
     if not python.exists():
         raise InputError(f"{python} not found: run `make setup`")
-    raise typer.Exit(subprocess.call([str(python), "-m", "executor", *ctx.args]))  # noqa: S603
+    raise typer.Exit(subprocess.call([str(python), "-m", "executor", *ctx.args]))
 
 
 def main() -> None:
@@ -244,7 +245,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except TradeloomError as error:
-        Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {error}", highlight=False, markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)

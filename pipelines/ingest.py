@@ -13,7 +13,13 @@ import psycopg2
 
 from tradeloom.adapters.db import Database
 from tradeloom.adapters.sources import SourceBatch
-from tradeloom.adapters.store import instrument_ids, record_failed_batch, translate_db_error, upsert_instruments, write_bars
+from tradeloom.adapters.store import (
+    instrument_ids,
+    record_failed_batch,
+    translate_db_error,
+    upsert_instruments,
+    write_bars,
+)
 from tradeloom.errors import TradeloomError
 from tradeloom.quality import row_problems
 

@@ -52,7 +52,7 @@ def row_problems(bars: BarColumns, now_ns: int, future_tolerance_s: int = 60) ->
     """Per row, the first failed check's reason, or "" for a clean row. Pure and vectorised."""
     reasons = np.full(len(bars), "", dtype=object)
 
-    def mark(mask: npt.NDArray[np.bool_], reason: str) -> None:
+    def mark(mask: npt.NDArray[np.bool_] | np.bool_, reason: str) -> None:
         reasons[(reasons == "") & mask] = reason
 
     prices = np.vstack([bars.open, bars.high, bars.low, bars.close])

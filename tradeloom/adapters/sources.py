@@ -34,14 +34,17 @@ class SourceBatch:
     instruments: tuple[Instrument, ...] = field(default_factory=tuple)
 
     def raw_row(self, index: int) -> dict[str, object]:
-        if self.raw is None:
-            return {
-                "instrument": str(self.bars.instrument_key[index]), "bar_at_ns": int(self.bars.bar_at[index]),
-                "open": float(self.bars.open[index]), "high": float(self.bars.high[index]),
-                "low": float(self.bars.low[index]), "close": float(self.bars.close[index]),
-                "volume": float(self.bars.volume[index]),
-            }
-        return {key: (None if value is None else str(value)) for key, value in self.raw.row(index, named=True).items()}
+        """The row as it arrived, JSON-safe (non-finite numbers become strings)."""
+        if self.raw is not None:
+            return {key: (None if value is None else str(value))
+                    for key, value in self.raw.row(index, named=True).items()}
+        bars = self.bars
+        numbers = {"open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume}
+        row: dict[str, object] = {"instrument": str(bars.instrument_key[index]), "bar_at_ns": int(bars.bar_at[index])}
+        for name, values in numbers.items():
+            value = float(values[index])
+            row[name] = value if np.isfinite(value) else str(value)
+        return row
 
 
 class HistorySource(Protocol):
@@ -97,7 +100,7 @@ def frame_to_batch(
         stamp = stamp.cast(pl.Datetime("us"))
     if not isinstance(stamp.dtype, pl.Datetime):
         raise InputError(f"{where}: column {mapping['bar_at']!r} holds {stamp.dtype}, expected timestamps")
-    if stamp.dtype.time_zone is None:  # type: ignore[union-attr]
+    if stamp.dtype.time_zone is None:
         stamp = stamp.dt.replace_time_zone(zone.key, ambiguous="earliest", non_existent="null")
     bar_at = stamp.dt.convert_time_zone("UTC").dt.epoch("ns").fill_null(NAT).to_numpy().astype(np.int64)
 

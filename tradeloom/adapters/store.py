@@ -152,13 +152,6 @@ def write_bars(
             {"source": source, "batch": batch_id},
         )
         inserted, updated = (int(value) for value in cur.fetchone())  # type: ignore[union-attr]
-        if quarantine_rows:
-            psycopg2.extras.execute_values(
-                cur,
-                "insert into quarantine (ingest_batch_id, target_table, reason, raw_row) values %s",
-                [(batch_id, table, reason, json.dumps(raw, default=str)) for reason, raw in quarantine_rows],
-                page_size=1000,
-            )
         cur.execute(
             """
             insert into ingest_batches (ingest_batch_id, source, target_table, range_start_at, range_end_at,
@@ -178,6 +171,13 @@ def write_bars(
                 "checksum": checksum,
             },
         )
+        if quarantine_rows:
+            psycopg2.extras.execute_values(
+                cur,
+                "insert into quarantine (ingest_batch_id, target_table, reason, raw_row) values %s",
+                [(batch_id, table, reason, json.dumps(raw, default=str, allow_nan=False)) for reason, raw in quarantine_rows],
+                page_size=1000,
+            )
     return WriteResult(batch_id, inserted, updated, len(bars) - inserted - updated, len(quarantine_rows), checksum)
 
 

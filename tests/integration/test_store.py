@@ -1,0 +1,213 @@
+"""The foundation against the real local TimescaleDB: migrations, ingestion, quarantine, roles, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import psycopg2
+import pytest
+
+from pipelines.ingest import ingest
+from tradeloom.adapters.db import Database, migrate
+from tradeloom.adapters.sources import SourceBatch, bundled_batches, read_file, synthetic_batch
+from tradeloom.domain import Timeframe
+from tradeloom.errors import DatabaseUnavailableError, InputError
+from tradeloom.quality import BarColumns
+
+ROOT = Path(__file__).resolve().parents[2]
+TRADELOOM = [sys.executable, "-m", "pipelines.cli"]
+
+
+def _count(db: Database, sql: str) -> int:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+def test_migrate_twice_applies_nothing_the_second_time(database: Database) -> None:
+    assert migrate(database) == []
+    assert migrate(database) == []
+    assert _count(database, "select count(*) from schema_migrations") == len(list((ROOT / "sql").glob("*.sql")))
+    assert _count(database, "select count(*) from timescaledb_information.hypertables") >= 4
+
+
+def test_ingest_bundled_twice_adds_no_duplicates(clean_db: Database) -> None:
+    first = [ingest(batch, clean_db, register_instruments=True) for batch in bundled_batches()]
+    rows = _count(clean_db, "select (select count(*) from bars_1d) + (select count(*) from bars_1h)")
+    assert rows == sum(report.inserted for report in first) > 20_000
+    second = [ingest(batch, clean_db, register_instruments=True) for batch in bundled_batches()]
+    assert all(report.inserted == 0 and report.updated == 0 for report in second)
+    assert sum(report.unchanged for report in second) == rows
+    assert _count(clean_db, "select (select count(*) from bars_1d) + (select count(*) from bars_1h)") == rows
+    assert _count(clean_db, "select count(*) from ingest_batches where status = 'committed'") == 6
+
+
+def test_ingest_changed_rows_are_updated_not_duplicated(clean_db: Database) -> None:
+    batch = synthetic_batch(2, 1, seed=5)
+    ingest(batch, clean_db, register_instruments=True)
+    bars = batch.bars
+    changed = BarColumns(bars.instrument_key, bars.bar_at, bars.open, bars.high * 1.01, bars.low, bars.close,
+                         bars.volume)
+    report = ingest(SourceBatch(batch.source, batch.timeframe, changed), clean_db)
+    assert (report.inserted, report.updated) == (0, len(bars))
+    assert _count(clean_db, "select count(*) from bars_1m") == len(bars)
+
+
+def _with_bad_rows(batch: SourceBatch) -> SourceBatch:
+    bars = batch.bars
+    high, low, open_, volume = bars.high.copy(), bars.low.copy(), bars.open.copy(), bars.volume.copy()
+    stamps = bars.bar_at.copy()
+    open_[0] = np.nan
+    high[1] = min(bars.open[1], bars.close[1]) - 1
+    low[2] = max(bars.open[2], bars.close[2]) + 1
+    volume[3] = -5
+    open_[4] = -1.0
+    stamps[5] = 4_102_444_800 * 1_000_000_000  # year 2100
+    stamps[6] = stamps[7]
+    return SourceBatch(batch.source, batch.timeframe,
+                       BarColumns(bars.instrument_key, stamps, open_, high, low, bars.close, volume),
+                       instruments=batch.instruments)
+
+
+def test_ingest_bad_rows_go_to_quarantine_with_reasons(clean_db: Database) -> None:
+    batch = _with_bad_rows(synthetic_batch(1, 1, seed=9))
+    report = ingest(batch, clean_db, register_instruments=True)
+    assert report.quarantined_by_reason == {
+        "non_finite_price": 1, "high_below_open_or_close": 1, "low_above_open_or_close": 1, "invalid_volume": 1,
+        "non_positive_price": 1, "future_timestamp": 1, "duplicate_key_in_batch": 1,
+    }
+    assert report.inserted == len(batch.bars) - 7
+    with clean_db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select reason, raw_row from quarantine where ingest_batch_id = %s order by reason",
+                    (report.ingest_batch_id,))
+        rows = cur.fetchall()
+    assert len(rows) == 7
+    assert {reason for reason, _ in rows} == set(report.quarantined_by_reason)
+    assert all(raw["instrument"] == "SYNTH:SYN000" for _, raw in rows)
+
+
+def test_ingest_failure_inside_the_transaction_changes_nothing(clean_db: Database) -> None:
+    ingest(synthetic_batch(1, 1, seed=1), clean_db, register_instruments=True)
+    before = _count(clean_db, "select count(*) from bars_1m")
+    with clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute(
+            "create or replace function refuse_batch() returns trigger language plpgsql as $$"
+            " begin if new.volume = 424242 then raise exception 'boom'; end if; return new; end $$;"
+            "create trigger refuse_batch before insert on bars_1m for each row execute function refuse_batch()"
+        )
+    try:
+        batch = synthetic_batch(1, 2, seed=2)
+        batch.bars.volume[-1] = 424242
+        with pytest.raises(DatabaseUnavailableError, match="boom"):
+            ingest(batch, clean_db)
+    finally:
+        with clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur:
+            cur.execute("drop trigger refuse_batch on bars_1m; drop function refuse_batch()")
+    assert _count(clean_db, "select count(*) from bars_1m") == before
+    assert _count(clean_db, "select count(*) from quarantine") == 0
+    assert _count(clean_db, "select count(*) from ingest_batches where status = 'failed'") == 1
+
+
+def test_ingest_unknown_instrument_raises_and_writes_nothing(clean_db: Database) -> None:
+    batch = synthetic_batch(1, 1, seed=3)
+    with pytest.raises(InputError, match="SYNTH:SYN000"):
+        ingest(batch, clean_db)
+    assert _count(clean_db, "select count(*) from ingest_batches") == 0
+
+
+def test_read_file_csv_with_column_mapping_and_timezone(tmp_path: Path, clean_db: Database) -> None:
+    path = tmp_path / "bars.csv"
+    path.write_text("When,O,H,L,C,V\n2024-03-01 09:15:00,10,11,9,10.5,100\n2024-03-01 09:16:00,10.5,11,10,10.8,50\n")
+    ingest(synthetic_batch(1, 1, seed=3), clean_db, register_instruments=True)
+    batch = read_file(path, timeframe=Timeframe.MINUTE, instrument_key="SYNTH:SYN000", timezone="Asia/Kolkata",
+                      columns={"bar_at": "When", "open": "O", "high": "H", "low": "L", "close": "C", "volume": "V"})
+    report = ingest(batch, clean_db)
+    assert report.inserted == 2
+    with clean_db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select min(bar_at) at time zone 'UTC' from bars_1m where source = 'file:bars.csv'")
+        assert str(cur.fetchone()[0]) == "2024-03-01 03:45:00"  # type: ignore[index]
+
+
+# -- bad input through the CLI: one clear line, exit code != 0, nothing stored changes ------------------
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TRADELOOM, *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "file", "/nonexistent/bars.csv", "--instrument", "SYNTH:SYN000"], "file not found: /nonexistent"),
+        (["ingest", "file", "{csv}", "--instrument", "SYNTH:SYN000"], "column(s) ['bar_at', 'open'"),
+        (["ingest", "file", "{csv}", "--instrument", "NSE:NOPE", "--column", "bar_at=Date", "--column", "open=Open",
+          "--column", "high=High", "--column", "low=Low", "--column", "close=Close", "--column", "volume=Volume"],
+         "unknown instrument(s): NSE:NOPE"),
+        (["ingest", "file", "{csv}", "--instrument", "SYNTH:SYN000", "--timezone", "Mars/Olympus"],
+         "timezone='Mars/Olympus'"),
+    ],
+)
+def test_cli_bad_input_one_clear_error_and_nothing_changes(
+    args: list[str], message: str, clean_db: Database, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    ingest(synthetic_batch(1, 1, seed=4), clean_db, register_instruments=True)
+    before = _count(clean_db, "select count(*) from bars_1m") + _count(clean_db, "select count(*) from ingest_batches")
+    csv = tmp_path / "daily.csv"
+    csv.write_text("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n")
+    result = _cli([arg.replace("{csv}", str(csv)) for arg in args], cli_env)
+    assert result.returncode != 0
+    assert message in result.stderr.replace("\n", "")
+    assert result.stderr.strip().startswith("error:")
+    assert "Traceback" not in result.stderr
+    after = _count(clean_db, "select count(*) from bars_1m") + _count(clean_db, "select count(*) from ingest_batches")
+    assert after == before
+
+
+def test_cli_database_down_one_clear_error(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, DATABASE_URL="postgresql://tradeloom_writer@127.0.0.1:1/tradeloom")
+    result = _cli(["ingest", "synthetic", "--instruments", "1", "--days", "1"], env)
+    assert result.returncode != 0
+    assert "database unreachable at postgresql://tradeloom_writer@127.0.0.1:1/tradeloom" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_redacted_url_never_shows_the_password(cli_env: dict[str, str]) -> None:
+    env = dict(cli_env, DATABASE_URL="postgresql://writer:hunter2secret@127.0.0.1:1/tradeloom")
+    result = _cli(["ingest", "synthetic"], env)
+    assert result.returncode != 0
+    assert "hunter2secret" not in result.stderr + result.stdout
+    assert "writer:***@127.0.0.1" in result.stderr
+
+
+# -- roles -------------------------------------------------------------------------------------------
+
+def test_executor_role_cannot_drop_or_alter_tables(database: Database) -> None:
+    conn = database.connect(database.settings.executor_role)
+    try:
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("drop table bars_1m")
+            conn.rollback()
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("alter table instruments add column sneaky int")
+            conn.rollback()
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("delete from instruments")
+            conn.rollback()
+            cur.execute("select count(*) from bars_1m")
+    finally:
+        conn.close()
+
+
+def test_writer_role_writes_rows_but_cannot_drop(database: Database) -> None:
+    conn = database.connect(database.settings.writer_role)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select count(*) from instruments")
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("drop table instruments")
+    finally:
+        conn.rollback()
+        conn.close()

@@ -1,0 +1,1 @@
+"""Broker adapters behind `tradeloom.broker.Broker`: Zerodha Kite, Fyers, and fake servers for tests."""

@@ -1,0 +1,157 @@
+"""Threaded HTTP and WebSocket servers on 127.0.0.1 free ports, started and stopped in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.sync.server import Server, ServerConnection, serve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    form: dict[str, str]
+    json_body: Any
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    delay_seconds: float = 0.0  # a slow reply (timeout faults)
+    drop: bool = False  # close the connection without replying
+
+    @staticmethod
+    def json(status: int, payload: Any, delay_seconds: float = 0.0) -> Response:
+        return Response(status, json.dumps(payload, default=str).encode(), delay_seconds=delay_seconds)
+
+
+Router = Callable[[Request], Response]
+
+
+@dataclass
+class HttpServerThread:
+    router: Router
+    server: ThreadingHTTPServer | None = None
+    thread: threading.Thread | None = None
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> int:
+        router, stop_event = self.router, self.stop_event
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                log.debug("fake http: " + format, *args)
+
+            def _serve(self) -> None:
+                split = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                content_type = self.headers.get("Content-Type") or ""
+                form: dict[str, str] = {}
+                body: Any = None
+                if raw and "json" in content_type:
+                    body = json.loads(raw)
+                elif raw:
+                    form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+                request = Request(
+                    self.command, split.path, {k: v[-1] for k, v in parse_qs(split.query).items()}, form, body,
+                    {k.lower(): v for k, v in self.headers.items()},
+                )
+                response = router(request)
+                if response.delay_seconds:
+                    stop_event.wait(response.delay_seconds)
+                if response.drop:
+                    self.close_connection = True
+                    return
+                self.send_response(response.status)
+                self.send_header("Content-Type", response.content_type)
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                self.wfile.write(response.body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="fake-http", daemon=True)
+        self.thread.start()
+        return int(self.server.server_address[1])
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class WebSocketServerThread:
+    """Keeps the open connections so tests can broadcast to them or drop them."""
+
+    def __init__(self, on_connect: Callable[[ServerConnection], bool], on_message: Callable[[ServerConnection, str | bytes], None]) -> None:
+        self._on_connect = on_connect
+        self._on_message = on_message
+        self.connections: set[ServerConnection] = set()
+        self._lock = threading.Lock()
+        self.server: Server | None = None
+        self.connect_count = 0
+
+    def start(self) -> int:
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        threading.Thread(target=self.server.serve_forever, name="fake-ws", daemon=True).start()
+        return int(self.server.socket.getsockname()[1])
+
+    def _handle(self, connection: ServerConnection) -> None:
+        if not self._on_connect(connection):
+            connection.close(code=1008, reason="invalid credentials")
+            return
+        with self._lock:
+            self.connections.add(connection)
+            self.connect_count += 1
+        try:
+            for message in connection:
+                self._on_message(connection, message)
+        except Exception:  # noqa: BLE001 - a client vanishing is normal for a fake server
+            log.debug("fake ws: connection ended", exc_info=True)
+        finally:
+            with self._lock:
+                self.connections.discard(connection)
+
+    def broadcast(self, message: str | bytes) -> int:
+        with self._lock:
+            targets = list(self.connections)
+        sent = 0
+        for connection in targets:
+            try:
+                connection.send(message)
+                sent += 1
+            except Exception:  # noqa: BLE001
+                log.debug("fake ws: send failed", exc_info=True)
+        return sent
+
+    def drop_all(self) -> None:
+        with self._lock:
+            targets = list(self.connections)
+        for connection in targets:
+            # An abrupt close (no close frame) is what a network drop looks like to the client.
+            connection.socket.close()
+
+    def stop(self) -> None:
+        self.drop_all()
+        if self.server is not None:
+            self.server.shutdown()

@@ -1,0 +1,1 @@
+"""Zerodha Kite Connect adapter (the real `kiteconnect` SDK)."""

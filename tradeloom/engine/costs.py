@@ -1,0 +1,56 @@
+"""Transaction costs of one fill: commission (flat + percentage, capped), Indian statutory charges,
+spread, slippage and volume-participation impact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradeloom.domain import Side
+from tradeloom.engine.config import CostConfig
+
+
+@dataclass(frozen=True)
+class FeeBreakdown:
+    commission: float
+    stt: float
+    exchange: float
+    sebi: float
+    gst: float
+    stamp: float
+
+    @property
+    def total(self) -> float:
+        return self.commission + self.stt + self.exchange + self.sebi + self.gst + self.stamp
+
+
+def fees(config: CostConfig, side: Side, quantity: int, price: float) -> FeeBreakdown:
+    """Charges on one fill of `quantity` at `price` (the contract note's lines)."""
+    value = abs(quantity) * price
+    commission = config.commission_flat + config.commission_rate * value
+    if config.commission_cap is not None:
+        commission = min(commission, config.commission_cap)
+    is_buy = side is Side.BUY
+    stt = value * (config.stt_buy_rate if is_buy else config.stt_sell_rate)
+    exchange = value * config.exchange_rate
+    sebi = value * config.sebi_rate
+    gst = config.gst_rate * (commission + exchange + sebi)
+    stamp = value * config.stamp_buy_rate if is_buy else 0.0
+    return FeeBreakdown(commission, stt, exchange, sebi, gst, stamp)
+
+
+def fee_total(config: CostConfig, side: Side, quantity: int, price: float) -> float:
+    return fees(config, side, quantity, price).total
+
+
+def execution_price(config: CostConfig, side: Side, reference: float, participation: float) -> float:
+    """Price actually paid for a market-style fill: half the spread, slippage and impact, all adverse."""
+    bps = config.spread_bps / 2.0 + config.slippage_bps + config.impact_bps_per_participation * participation
+    return reference * (1.0 + int(side) * bps / 10_000.0)
+
+
+def round_trip_cost_rate(config: CostConfig) -> float:
+    """Approximate proportional cost of buying and selling once (ignores flat fees and caps)."""
+    per_side = config.commission_rate + config.exchange_rate + config.sebi_rate
+    per_side *= 1.0 + config.gst_rate
+    return (2 * per_side + config.stt_buy_rate + config.stt_sell_rate + config.stamp_buy_rate
+            + 2 * (config.spread_bps / 2.0 + config.slippage_bps) / 10_000.0)

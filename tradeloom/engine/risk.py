@@ -1,0 +1,290 @@
+"""Risk rules: each a small function applied on every step; each says what it did and why.
+
+Two kinds:
+- portfolio guards (kill switch, drawdown halt, daily-loss halt, session square-off) may flatten positions
+  and block every entry;
+- entry rules (session window, volatility, correlation, max positions, position cap, exposure, cash,
+  VaR/CVaR) block or shrink the proposed entry quantities, in confidence order where a budget is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.engine.config import RiskConfig
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class RiskContext:
+    config: RiskConfig
+    equity: float
+    cash: float
+    close: FloatArray
+    positions: IntArray
+    pending: IntArray  # signed remaining quantity of working entry/exit orders
+    lot_size: IntArray
+    features: Mapping[str, FloatArray]
+    returns: FloatArray  # (history, N) simple close-to-close returns, NaN where unknown
+    minutes_to_close: FloatArray  # NaN where the session is unknown (24h markets)
+    is_intraday: bool
+    equity_peak: float
+    day_start_equity: float
+    halted_for_day: bool
+    halted_for_drawdown: bool
+    kill_switch: bool
+    cost_buffer_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class Proposal:
+    side: npt.NDArray[np.int8]  # +1 / -1 entry side, 0 none
+    quantity: IntArray  # unsigned
+    confidence: FloatArray
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    rule: str
+    flatten: BoolArray
+    block_all: bool
+    halt: str | None  # "day" or "drawdown" when the rule halts trading
+    reason: str
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    rule: str
+    quantity: IntArray
+    reason: str
+    details: dict[int, str] = field(default_factory=dict)  # instrument index -> specific reason
+
+
+def _none(ctx: RiskContext) -> BoolArray:
+    return np.zeros(ctx.close.shape[0], dtype=bool)
+
+
+def _held(ctx: RiskContext) -> BoolArray:
+    return ctx.positions != 0
+
+
+# -- portfolio guards ------------------------------------------------------------------------------
+
+def kill_switch(ctx: RiskContext) -> GuardResult:
+    on = ctx.kill_switch or ctx.config.kill_switch
+    return GuardResult("kill_switch", _held(ctx) if on else _none(ctx), on, None,
+                       "kill switch is on: flatten everything, no entries" if on else "")
+
+
+def drawdown_halt(ctx: RiskContext) -> GuardResult:
+    limit = ctx.config.max_drawdown
+    drawdown = 1.0 - ctx.equity / ctx.equity_peak if ctx.equity_peak > 0 else 0.0
+    hit = ctx.halted_for_drawdown or (limit is not None and drawdown >= limit)
+    reason = f"drawdown {drawdown:.4f} from peak {ctx.equity_peak:.2f} reached limit {limit}" if hit else ""
+    return GuardResult("drawdown_halt", _held(ctx) if hit else _none(ctx), hit, "drawdown" if hit else None, reason)
+
+
+def daily_loss_halt(ctx: RiskContext) -> GuardResult:
+    limit = ctx.config.daily_loss_limit
+    loss = 1.0 - ctx.equity / ctx.day_start_equity if ctx.day_start_equity > 0 else 0.0
+    hit = ctx.halted_for_day or (limit is not None and loss >= limit)
+    reason = f"day loss {loss:.4f} from {ctx.day_start_equity:.2f} reached limit {limit}" if hit else ""
+    return GuardResult("daily_loss_halt", _held(ctx) if hit else _none(ctx), hit, "day" if hit else None, reason)
+
+
+def session_square_off(ctx: RiskContext) -> GuardResult:
+    cutoff = ctx.config.square_off_minutes_before_close
+    if cutoff is None or not ctx.is_intraday:
+        return GuardResult("session_square_off", _none(ctx), False, None, "")
+    late = np.nan_to_num(ctx.minutes_to_close, nan=np.inf) <= cutoff
+    return GuardResult("session_square_off", _held(ctx) & late, False, None,
+                       f"intraday product within {cutoff} minutes of the close")
+
+
+GUARDS: tuple[Callable[[RiskContext], GuardResult], ...] = (
+    kill_switch, drawdown_halt, daily_loss_halt, session_square_off,
+)
+
+
+# -- entry rules -----------------------------------------------------------------------------------
+
+def _zero_where(proposal: Proposal, quantity: IntArray, mask: BoolArray) -> IntArray:
+    out = quantity.copy()
+    out[mask & (proposal.side != 0)] = 0
+    return out
+
+
+def session_window(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    minutes = ctx.config.no_entry_minutes_before_close
+    late = np.nan_to_num(ctx.minutes_to_close, nan=np.inf) < minutes
+    square = ctx.config.square_off_minutes_before_close
+    if square is not None and ctx.is_intraday:
+        late |= np.nan_to_num(ctx.minutes_to_close, nan=np.inf) <= square
+    return EntryResult("session_window", _zero_where(proposal, quantity, late),
+                       f"no entries within {minutes} minutes of the close")
+
+
+def volatility_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_realised_vol
+    vol = ctx.features.get(ctx.config.realised_vol_feature)
+    if limit is None or vol is None:
+        return EntryResult("volatility_filter", quantity, "")
+    return EntryResult("volatility_filter", _zero_where(proposal, quantity, np.nan_to_num(vol) > limit),
+                       f"realised vol above {limit}")
+
+
+def correlation_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_correlation
+    held = _held(ctx)
+    if limit is None or not held.any() or ctx.returns.shape[0] < 10:
+        return EntryResult("correlation_filter", quantity, "")
+    returns = np.nan_to_num(ctx.returns)
+    weights = ctx.positions * ctx.close / max(ctx.equity, 1e-12)
+    book = returns @ np.nan_to_num(weights)
+    out = quantity.copy()
+    details: dict[int, str] = {}
+    book_std = book.std()
+    for index in np.flatnonzero((proposal.side != 0) & (quantity > 0)):
+        column = returns[:, index]
+        if book_std == 0 or column.std() == 0:
+            continue
+        correlation = float(np.corrcoef(column, book)[0, 1]) * int(proposal.side[index])
+        if correlation > limit:
+            out[index] = 0
+            details[int(index)] = f"correlation {correlation:.3f} to the book above {limit}"
+    return EntryResult("correlation_filter", out, f"correlation to existing positions above {limit}", details)
+
+
+def _by_confidence(proposal: Proposal, quantity: IntArray) -> npt.NDArray[np.intp]:
+    wanted = np.flatnonzero((proposal.side != 0) & (quantity > 0))
+    # Stable: ties keep instrument order, so a replay always picks the same ones.
+    return wanted[np.argsort(-proposal.confidence[wanted], kind="stable")]
+
+
+def max_positions(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_positions
+    if limit is None:
+        return EntryResult("max_positions", quantity, "")
+    open_count = int(np.count_nonzero((ctx.positions != 0) | (ctx.pending != 0)))
+    room = max(limit - open_count, 0)
+    out = quantity.copy()
+    out[_by_confidence(proposal, quantity)[room:]] = 0
+    return EntryResult("max_positions", out, f"{open_count} positions open of at most {limit}")
+
+
+def position_cap(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_position_fraction
+    if limit is None:
+        return EntryResult("position_cap", quantity, "")
+    cap = np.floor(limit * max(ctx.equity, 0.0) / ctx.close / ctx.lot_size) * ctx.lot_size
+    cap = np.where(np.isfinite(cap), cap, 0).astype(np.int64)
+    return EntryResult("position_cap", np.minimum(quantity, cap), f"position above {limit} of equity")
+
+
+def _budgeted(
+    ctx: RiskContext, proposal: Proposal, quantity: IntArray, budget: float, signed: bool
+) -> IntArray:
+    out = quantity.copy()
+    for index in _by_confidence(proposal, quantity):
+        unit = ctx.close[index] * ctx.lot_size[index]
+        use = budget if not signed else budget
+        lots = int(np.floor(max(use, 0.0) / unit)) if unit > 0 else 0
+        take = min(int(out[index]), lots * int(ctx.lot_size[index]))
+        out[index] = take
+        budget -= take * ctx.close[index]
+    return out
+
+
+def gross_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_gross_exposure
+    if limit is None:
+        return EntryResult("gross_exposure", quantity, "")
+    current = float(np.nansum(np.abs(ctx.positions + ctx.pending) * ctx.close))
+    budget = limit * ctx.equity - current
+    return EntryResult("gross_exposure", _budgeted(ctx, proposal, quantity, budget, False),
+                       f"gross exposure above {limit} of equity")
+
+
+def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limit = ctx.config.max_net_exposure
+    if limit is None:
+        return EntryResult("net_exposure", quantity, "")
+    current = float(np.nansum((ctx.positions + ctx.pending) * ctx.close))
+    out = quantity.copy()
+    for side in (1, -1):
+        # Entries on one side use the room up to +limit (longs) or down to -limit (shorts).
+        budget = limit * ctx.equity - side * current
+        mask = proposal.side == side
+        if not mask.any():
+            continue
+        one_side = Proposal(np.where(mask, proposal.side, 0).astype(np.int8), proposal.quantity,
+                            proposal.confidence)
+        capped = _budgeted(ctx, one_side, out, budget, True)
+        out[mask] = capped[mask]
+    return EntryResult("net_exposure", out, f"net exposure above {limit} of equity")
+
+
+def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    """No entry the cash cannot pay for (shorts are collateralised in full: no margin)."""
+    committed = float(np.nansum(np.abs(ctx.pending) * ctx.close))
+    budget = ctx.cash - committed
+    out = quantity.copy()
+    for index in _by_confidence(proposal, quantity):
+        price = ctx.close[index] * (1.0 + ctx.cost_buffer_rate)
+        lot = int(ctx.lot_size[index])
+        affordable = int(np.floor_divide(max(budget, 0.0), price * lot)) * lot if price > 0 else 0
+        out[index] = min(int(out[index]), affordable)
+        budget -= out[index] * price
+    return EntryResult("cash_available", out, "not enough cash")
+
+
+def portfolio_var(ctx: RiskContext, weights: FloatArray) -> tuple[float, float]:
+    """(VaR, CVaR) as positive fractions of equity at `var_confidence`, one bar ahead."""
+    returns = np.nan_to_num(ctx.returns)
+    if returns.shape[0] < 10:
+        return 0.0, 0.0
+    scenario = returns @ weights
+    alpha = 1.0 - ctx.config.var_confidence
+    if ctx.config.var_method == "parametric":
+        z = NormalDist().inv_cdf(ctx.config.var_confidence)
+        mean, std = float(scenario.mean()), float(scenario.std(ddof=1))
+        var = z * std - mean
+        cvar = std * float(np.exp(-z * z / 2.0) / np.sqrt(2.0 * np.pi)) / alpha - mean
+        return max(var, 0.0), max(cvar, 0.0)
+    cut = float(np.quantile(scenario, alpha))
+    tail = scenario[scenario <= cut]
+    return max(-cut, 0.0), max(-float(tail.mean()), 0.0) if tail.size else 0.0
+
+
+def var_limit(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
+    limits = (ctx.config.var_limit, ctx.config.cvar_limit)
+    if limits == (None, None):
+        return EntryResult("var_limit", quantity, "")
+    out = quantity.copy()
+    base = (ctx.positions + ctx.pending).astype(np.float64)
+    details: dict[int, str] = {}
+    # Drop the least confident entries until the post-trade book fits.
+    for index in [*_by_confidence(proposal, quantity)][::-1] + [None]:
+        signed = base + proposal.side * out
+        weights = np.nan_to_num(signed * ctx.close / max(ctx.equity, 1e-12))
+        var, cvar = portfolio_var(ctx, weights)
+        fits = (limits[0] is None or var <= limits[0]) and (limits[1] is None or cvar <= limits[1])
+        if fits or index is None:
+            break
+        out[index] = 0
+        details[int(index)] = f"VaR {var:.4f} / CVaR {cvar:.4f} above {limits[0]} / {limits[1]}"
+    return EntryResult("var_limit", out, "portfolio VaR/CVaR above limit", details)
+
+
+ENTRY_RULES: tuple[Callable[[RiskContext, Proposal, IntArray], EntryResult], ...] = (
+    session_window, volatility_filter, correlation_filter, max_positions, position_cap,
+    gross_exposure, net_exposure, cash_available, var_limit,
+)

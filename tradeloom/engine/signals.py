@@ -1,0 +1,69 @@
+"""Class probabilities (down, flat, up) -> signal in {-1, 0, +1} with a confidence, per instrument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.engine.config import SignalConfig
+from tradeloom.errors import InputError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+DOWN, FLAT, UP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Signals:
+    """`direction` +1 buy, -1 sell, 0 hold; `confidence` is the winning class's probability."""
+
+    direction: npt.NDArray[np.int8]
+    confidence: FloatArray
+    margin: FloatArray  # winning probability minus the runner-up
+
+
+def signals_from_probabilities(config: SignalConfig, probabilities: FloatArray) -> Signals:
+    if probabilities.ndim != 2 or probabilities.shape[1] != 3:
+        raise InputError(f"probabilities must have shape (N, 3) ordered down/flat/up, got {probabilities.shape}")
+    p = np.nan_to_num(probabilities, nan=0.0)
+    ordered = np.sort(p, axis=1)
+    margin = ordered[:, 2] - ordered[:, 1]
+    up = (p[:, UP] >= config.enter_threshold) & (p[:, UP] > p[:, DOWN])
+    down = (p[:, DOWN] >= config.exit_threshold) & (p[:, DOWN] > p[:, UP])
+    confident = margin >= config.min_confidence
+    direction = np.where(up & confident, 1, np.where(down & confident, -1, 0)).astype(np.int8)
+    confidence = np.where(direction > 0, p[:, UP], np.where(direction < 0, p[:, DOWN], p[:, FLAT]))
+    return Signals(direction, confidence, margin)
+
+
+def entry_candidates(
+    config: SignalConfig,
+    signals: Signals,
+    positions: IntArray,
+    pending: IntArray,
+    bars_since_exit: IntArray,
+    confirm: FloatArray | None,
+) -> npt.NDArray[np.int8]:
+    """Side (+1/-1) of each wanted new entry, 0 where none: flat, nothing pending, cool-down over."""
+    side = signals.direction.copy()
+    if not config.allow_short:
+        side[side < 0] = 0
+    side[(positions != 0) | (pending != 0)] = 0
+    side[bars_since_exit < config.cooldown_bars] = 0
+    if confirm is not None:
+        side[np.sign(np.nan_to_num(confirm)) != side] = 0
+    return side
+
+
+def exit_wanted(
+    config: SignalConfig, signals: Signals, positions: IntArray, holding_bars: IntArray
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """(exit on an opposite signal, exit on max holding time) for held positions."""
+    held = positions != 0
+    opposite = held & (signals.direction == -np.sign(positions))
+    timed = np.zeros_like(held)
+    if config.max_holding_bars is not None:
+        timed = held & (holding_bars >= config.max_holding_bars)
+    return opposite, timed & ~opposite

@@ -1,0 +1,320 @@
+"""Simulated broker: fills at the next bar's open, stops within the bar with the gap rule, limit, stop,
+stop-limit and bracket orders, partial fills under a participation cap, costs from the cost model.
+
+Fill rules (per bar, orders in submission order):
+- market: the bar's open, plus half spread, slippage and impact (adverse);
+- limit: the open when it is already through the limit, else the limit when the range reaches it;
+- stop: triggers when the range reaches the stop; a bar that *opens* through the stop (a gap) fills at the
+  open, not at the stop; then pays spread/slippage like a market order;
+- stop-limit: triggers like a stop, then fills at the trigger price only if that respects the limit,
+  otherwise rests as a limit order;
+- bracket children (`parent_client_order_id`) wake up when the parent fills, for the parent's filled
+  quantity, and are checked in the same bar; a stop and a target hit in the same bar: the stop wins
+  (submitted first; the pessimistic reading);
+- protective orders (stop-loss, take-profit) never exceed the position they protect (one cancels the other);
+- a buy the cash cannot pay for is rejected (or reduced, by config); without `allow_short` a sell never
+  goes below zero.
+
+The class is pure (no I/O, no clock): the paper broker wraps it and persists `to_dict()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+from tradeloom.engine.config import BrokerConfig
+from tradeloom.engine.costs import execution_price, fee_total
+from tradeloom.errors import InputError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+PROTECTIVE = {IntentPurpose.STOP_LOSS, IntentPurpose.TAKE_PROFIT}
+
+
+@dataclass
+class SimOrder:
+    intent: OrderIntent
+    index: int
+    sequence: int
+    filled: int = 0
+    state: OrderState = OrderState.ACKNOWLEDGED
+    active: bool = True
+    triggered: bool = False
+    quantity: int = 0  # current total quantity (children follow the parent's fills)
+    average_price: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.filled
+
+
+@dataclass(frozen=True)
+class SimFill:
+    """A fill with the float price the accounting used (the domain `Fill` carries a Decimal)."""
+
+    fill: Fill
+    index: int
+    price: float
+    fees: float
+    purpose: IntentPurpose
+
+
+def _intent_to_dict(intent: OrderIntent) -> dict[str, Any]:
+    return {
+        "client_order_id": intent.client_order_id, "instrument_key": intent.instrument_key,
+        "side": int(intent.side), "quantity": intent.quantity, "order_type": intent.order_type.value,
+        "purpose": intent.purpose.value,
+        "limit_price": None if intent.limit_price is None else str(intent.limit_price),
+        "stop_price": None if intent.stop_price is None else str(intent.stop_price),
+        "product": intent.product.value, "parent_client_order_id": intent.parent_client_order_id,
+    }
+
+
+def _intent_from_dict(data: dict[str, Any]) -> OrderIntent:
+    return OrderIntent(
+        data["client_order_id"], data["instrument_key"], Side(data["side"]), data["quantity"],
+        OrderType(data["order_type"]), IntentPurpose(data["purpose"]),
+        None if data["limit_price"] is None else Decimal(data["limit_price"]),
+        None if data["stop_price"] is None else Decimal(data["stop_price"]),
+        ProductType(data["product"]), data["parent_client_order_id"],
+    )
+
+
+class SimulatedBroker:
+    def __init__(self, config: BrokerConfig, keys: tuple[str, ...], cash: float) -> None:
+        self.config = config
+        self.keys = keys
+        self._index = {key: i for i, key in enumerate(keys)}
+        self.cash = float(cash)
+        self.positions = np.zeros(len(keys), dtype=np.int64)
+        self.fees_paid = np.zeros(len(keys), dtype=np.float64)
+        self._working: dict[str, SimOrder] = {}
+        self._final_states: dict[str, OrderState] = {}
+        self._sequence = 0
+        self._fill_count = 0
+
+    # -- orders -----------------------------------------------------------------------------------------
+    def submit(self, intent: OrderIntent) -> OrderState:
+        """Accept an intent (idempotent: a known client order id is not placed twice)."""
+        known = self._working.get(intent.client_order_id)
+        if known is not None:
+            return known.state
+        if intent.client_order_id in self._final_states:
+            return self._final_states[intent.client_order_id]
+        if intent.instrument_key not in self._index:
+            raise InputError(f"order {intent.client_order_id}: instrument_key {intent.instrument_key!r} is not "
+                             f"traded by this broker")
+        if intent.quantity <= 0:
+            raise InputError(f"order {intent.client_order_id}: quantity must be > 0, got {intent.quantity}")
+        needs = {OrderType.LIMIT: ("limit_price",), OrderType.STOP: ("stop_price",),
+                 OrderType.STOP_LIMIT: ("limit_price", "stop_price")}.get(intent.order_type, ())
+        for name in needs:
+            if getattr(intent, name) is None:
+                raise InputError(f"order {intent.client_order_id}: {intent.order_type.value} needs {name}")
+        parent = self._working.get(intent.parent_client_order_id or "")
+        order = SimOrder(intent, self._index[intent.instrument_key], self._sequence, quantity=intent.quantity)
+        if intent.parent_client_order_id is not None:
+            parent_filled = parent.filled if parent is not None else 0
+            parent_state = parent.state if parent is not None else self._final_states.get(
+                intent.parent_client_order_id)
+            if parent is None and parent_state != OrderState.FILLED:
+                self._final_states[intent.client_order_id] = OrderState.CANCELLED
+                return OrderState.CANCELLED
+            order.active = parent is None or parent_filled > 0
+            order.quantity = min(intent.quantity, parent_filled) if parent is not None else intent.quantity
+        self._sequence += 1
+        self._working[intent.client_order_id] = order
+        return order.state
+
+    def cancel(self, client_order_id: str) -> bool:
+        order = self._working.pop(client_order_id, None)
+        if order is None:
+            return False
+        self._final_states[client_order_id] = OrderState.CANCELLED
+        for child in [o for o in self._working.values() if o.intent.parent_client_order_id == client_order_id]:
+            if not child.active:
+                self.cancel(child.intent.client_order_id)
+        return True
+
+    def order_state(self, client_order_id: str) -> OrderState | None:
+        order = self._working.get(client_order_id)
+        return order.state if order is not None else self._final_states.get(client_order_id)
+
+    def open_orders(self) -> list[SimOrder]:
+        return sorted(self._working.values(), key=lambda order: order.sequence)
+
+    def pending_quantities(self) -> IntArray:
+        """Signed remaining quantity of working entry/exit orders (protective orders excluded)."""
+        out = np.zeros(len(self.keys), dtype=np.int64)
+        for order in self._working.values():
+            if order.intent.purpose not in PROTECTIVE and order.active:
+                out[order.index] += int(order.intent.side) * order.remaining
+        return out
+
+    def equity(self, close: FloatArray) -> float:
+        return float(self.cash + np.nansum(self.positions * close))
+
+    # -- matching -----------------------------------------------------------------------------------------
+    def _trigger(self, order: SimOrder, open_: float, high: float, low: float) -> float | None:
+        """Price at which a stop triggers in this bar (gap rule: the open when it gapped through)."""
+        stop = float(order.intent.stop_price)  # type: ignore[arg-type]
+        if order.intent.side is Side.BUY:
+            return open_ if open_ >= stop else stop if high >= stop else None
+        return open_ if open_ <= stop else stop if low <= stop else None
+
+    def _limit_price(self, order: SimOrder, open_: float, high: float, low: float) -> float | None:
+        limit = float(order.intent.limit_price)  # type: ignore[arg-type]
+        if order.intent.side is Side.BUY:
+            return open_ if open_ <= limit else limit if low <= limit else None
+        return open_ if open_ >= limit else limit if high >= limit else None
+
+    def _reference_price(self, order: SimOrder, open_: float, high: float, low: float) -> tuple[float, bool] | None:
+        """(price before costs, pays spread/slippage) or None when the order does not fill in this bar."""
+        kind = order.intent.order_type
+        if kind is OrderType.MARKET:
+            return open_, True
+        if kind is OrderType.LIMIT:
+            price = self._limit_price(order, open_, high, low)
+            return None if price is None else (price, False)
+        if kind is OrderType.STOP:
+            price = self._trigger(order, open_, high, low)
+            return None if price is None else (price, True)
+        if not order.triggered:
+            trigger = self._trigger(order, open_, high, low)
+            if trigger is None:
+                return None
+            order.triggered = True
+            limit = float(order.intent.limit_price)  # type: ignore[arg-type]
+            within = trigger <= limit if order.intent.side is Side.BUY else trigger >= limit
+            return (trigger, False) if within else None
+        price = self._limit_price(order, open_, high, low)
+        return None if price is None else (price, False)
+
+    def on_bar(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
+               volume: FloatArray) -> list[SimFill]:
+        del close  # fills happen inside the bar; the close only marks to market (see `equity`)
+        fills: list[SimFill] = []
+        cap = self.config.participation_cap
+        room = np.floor(cap * np.nan_to_num(volume)) if cap is not None else None
+        for order in self.open_orders():
+            if order.intent.client_order_id not in self._working or not order.active:
+                continue
+            i = order.index
+            o, h, lo = float(open_[i]), float(high[i]), float(low[i])
+            if not np.isfinite(o):
+                continue
+            side = int(order.intent.side)
+            quantity = order.remaining
+            if order.intent.purpose in PROTECTIVE:
+                held = int(self.positions[i])
+                if held * side >= 0:  # nothing left to protect
+                    self._finish(order, OrderState.CANCELLED)
+                    continue
+                quantity = min(quantity, abs(held))
+            elif not self.config.allow_short and side < 0:
+                quantity = min(quantity, max(int(self.positions[i]), 0))
+                if quantity == 0:
+                    self._finish(order, OrderState.REJECTED)
+                    continue
+            reference = self._reference_price(order, o, h, lo)
+            if reference is None:
+                continue
+            if room is not None:
+                quantity = min(quantity, int(room[i]))
+                if quantity <= 0:
+                    continue
+            participation = quantity / volume[i] if np.isfinite(volume[i]) and volume[i] > 0 else 0.0
+            price = execution_price(self.config.costs, order.intent.side, reference[0], participation) \
+                if reference[1] else reference[0]
+            opening = side * int(self.positions[i]) >= 0
+            if opening:
+                fee = fee_total(self.config.costs, order.intent.side, quantity, price)
+                if quantity * price + fee > self.cash:
+                    if self.config.insufficient_cash == "reject":
+                        self._finish(order, OrderState.REJECTED)
+                        continue
+                    while quantity > 0 and quantity * price + fee_total(
+                            self.config.costs, order.intent.side, quantity, price) > self.cash:
+                        quantity = int((self.cash / (price * (1.0 + 1e-9))) // 1) if quantity > self.cash / price \
+                            else quantity - 1
+                    if quantity <= 0:
+                        self._finish(order, OrderState.REJECTED)
+                        continue
+            fills.append(self._fill(order, quantity, price, bar_at_ns))
+            if room is not None:
+                room[i] -= quantity
+        return fills
+
+    def _fill(self, order: SimOrder, quantity: int, price: float, bar_at_ns: int) -> SimFill:
+        side = order.intent.side
+        fee = fee_total(self.config.costs, side, quantity, price)
+        i = order.index
+        self.cash -= int(side) * quantity * price + fee
+        self.positions[i] += int(side) * quantity
+        self.fees_paid[i] += fee
+        order.average_price = (order.average_price * order.filled + price * quantity) / (order.filled + quantity)
+        order.filled += quantity
+        self._fill_count += 1
+        fill = Fill(order.intent.client_order_id, order.intent.instrument_key, side, quantity,
+                    Decimal(repr(price)), bar_at_ns, f"SIM{self._fill_count:010d}", Decimal(repr(fee)))
+        if order.remaining <= 0:
+            self._finish(order, OrderState.FILLED)
+        else:
+            order.state = OrderState.PARTIALLY_FILLED
+        for child in self._working.values():
+            if child.intent.parent_client_order_id == order.intent.client_order_id:
+                child.active = True
+                child.quantity = min(child.intent.quantity, order.filled)
+        held = int(self.positions[i])
+        for other in list(self._working.values()):
+            if other.index == i and other.active and other.intent.purpose in PROTECTIVE:
+                if held * int(other.intent.side) >= 0:
+                    self._finish(other, OrderState.CANCELLED)
+                elif other.remaining > abs(held):
+                    other.quantity = other.filled + abs(held)
+        return SimFill(fill, i, price, fee, order.intent.purpose)
+
+    def _finish(self, order: SimOrder, state: OrderState) -> None:
+        order.state = state
+        self._working.pop(order.intent.client_order_id, None)
+        self._final_states[order.intent.client_order_id] = state
+        if state is not OrderState.FILLED and order.filled == 0:
+            for child in [o for o in self._working.values()
+                          if o.intent.parent_client_order_id == order.intent.client_order_id and not o.active]:
+                self._finish(child, OrderState.CANCELLED)
+
+    # -- persistence ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"), "keys": list(self.keys), "cash": self.cash,
+            "positions": self.positions.tolist(), "fees_paid": self.fees_paid.tolist(),
+            "sequence": self._sequence, "fill_count": self._fill_count,
+            "final_states": {key: state.value for key, state in self._final_states.items()},
+            "working": [
+                {"intent": _intent_to_dict(o.intent), "index": o.index, "sequence": o.sequence, "filled": o.filled,
+                 "state": o.state.value, "active": o.active, "triggered": o.triggered, "quantity": o.quantity,
+                 "average_price": o.average_price}
+                for o in self.open_orders()
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulatedBroker:
+        broker = cls(BrokerConfig.model_validate(data["config"]), tuple(data["keys"]), data["cash"])
+        broker.positions = np.array(data["positions"], dtype=np.int64)
+        broker.fees_paid = np.array(data["fees_paid"], dtype=np.float64)
+        broker._sequence = data["sequence"]
+        broker._fill_count = data["fill_count"]
+        broker._final_states = {key: OrderState(value) for key, value in data["final_states"].items()}
+        for raw in data["working"]:
+            order = SimOrder(_intent_from_dict(raw["intent"]), raw["index"], raw["sequence"], raw["filled"],
+                             OrderState(raw["state"]), raw["active"], raw["triggered"], raw["quantity"],
+                             raw["average_price"])
+            broker._working[order.intent.client_order_id] = order
+        return broker

@@ -1,0 +1,271 @@
+"""The one decision function: features -> probabilities -> signals -> risk -> sizing -> order intents.
+
+Pure: no I/O, no clock, no randomness. The backtester and the live executor call the same `step`, so a
+replayed day gives the same intents (and the same client order ids) in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.domain import IntentPurpose, OrderIntent, OrderType, Side, client_order_id
+from tradeloom.engine.config import EngineConfig
+from tradeloom.engine.execution import WorkingParent, next_slice
+from tradeloom.engine.risk import ENTRY_RULES, GUARDS, Proposal, RiskContext
+from tradeloom.engine.signals import entry_candidates, exit_wanted, signals_from_probabilities
+from tradeloom.engine.sizing import target_quantity
+from tradeloom.engine.state import DecisionRecord, EngineInputs, EngineState, RuleEvent, StepResult
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+def _price(value: float, tick: float, side: int) -> Decimal:
+    """Round a trigger/limit price to the tick, away from the market for protective orders."""
+    ticks = np.floor(value / tick + 1e-9) if side < 0 else np.ceil(value / tick - 1e-9)
+    return Decimal(str(round(float(ticks) * tick, 10)))
+
+
+def _stop_levels(config: EngineConfig, side: npt.NDArray[np.int8], reference: FloatArray,
+                 features: Mapping[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
+    stops = config.stops
+    atr = features.get(stops.atr_feature)
+    direction = side.astype(np.float64)
+    stop = np.full_like(reference, np.nan)
+    if stops.stop_loss_atr is not None and atr is not None:
+        stop = reference - direction * stops.stop_loss_atr * atr
+    elif stops.stop_loss_pct is not None:
+        stop = reference * (1.0 - direction * stops.stop_loss_pct)
+    target = np.full_like(reference, np.nan)
+    if stops.take_profit_atr is not None and atr is not None:
+        target = reference + direction * stops.take_profit_atr * atr
+    elif stops.take_profit_pct is not None:
+        target = reference * (1.0 + direction * stops.take_profit_pct)
+    return stop, target
+
+
+def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> StepResult:
+    inputs.validate()
+    s = state.copy()
+    universe, keys, n = inputs.universe, inputs.universe.keys, len(inputs.universe)
+    bar = inputs.bar_at_ns
+    features = dict(inputs.features)
+    close = np.where(np.isfinite(inputs.close), inputs.close, s.last_close)
+    positions, pending = inputs.positions, inputs.pending.copy()
+    for parent in s.parents:
+        pending[parent.index] += parent.side * parent.remaining
+    events: list[RuleEvent] = []
+    intents: list[OrderIntent] = []
+    cancels: list[str] = []
+
+    # -- memory: returns history, equity peak, session day, position transitions ------------------
+    returns = close / s.last_close - 1.0
+    if np.isfinite(s.last_close).any():
+        s.returns[s.returns_count % s.returns.shape[0]] = returns
+        s.returns_count += 1
+    s.last_close = close.copy()
+    equity = float(inputs.cash + np.nansum(positions * close))
+    if s.session_day != inputs.session_day:
+        s.day_start_equity = s.last_equity if s.session_day is not None else equity
+        s.session_day = inputs.session_day
+        s.halted_for_day = False
+    s.equity_peak = max(s.equity_peak, equity)
+    s.last_equity = equity
+    closed = (s.last_position != 0) & (positions == 0)
+    s.bars_since_exit = np.where(closed, 0, s.bars_since_exit + 1)
+    s.holding_bars = np.where(positions != 0, s.holding_bars + 1, 0)
+    for index in np.flatnonzero(positions == 0):
+        if s.stop_order_id[index] is not None or s.take_profit_order_id[index] is not None:
+            # Flat again (stopped out or exited): the broker's OCO clip cancels what is left.
+            s.stop_order_id[index] = s.take_profit_order_id[index] = None
+            s.stop_quantity[index] = 0
+        if pending[index] == 0:
+            s.entry_order_id[index] = None
+    s.stop_price[positions == 0] = np.nan
+    s.take_profit_price[positions == 0] = np.nan
+    s.best_close[positions == 0] = np.nan
+    s.last_position = positions.copy()
+    s.bars_seen += 1
+
+    signals = signals_from_probabilities(config.signal, inputs.probabilities)
+
+    # -- portfolio guards ---------------------------------------------------------------------------
+    minutes = inputs.minutes_to_close if inputs.minutes_to_close is not None else np.full(n, np.nan)
+    ctx = RiskContext(
+        config=config.risk, equity=equity, cash=inputs.cash, close=close, positions=positions, pending=pending,
+        lot_size=universe.lot_size, features=features, returns=s.history(), minutes_to_close=minutes,
+        is_intraday=config.product.value == "intraday", equity_peak=s.equity_peak,
+        day_start_equity=s.day_start_equity, halted_for_day=s.halted_for_day,
+        halted_for_drawdown=s.halted_for_drawdown, kill_switch=inputs.kill_switch,
+        cost_buffer_rate=config.sizing.cost_buffer_rate,
+    )
+    flatten = np.zeros(n, dtype=bool)
+    block_all = False
+    square_off = np.zeros(n, dtype=bool)
+    for guard in GUARDS:
+        result = guard(ctx)
+        if result.halt == "day" and not s.halted_for_day:
+            s.halted_for_day = True
+            events.append(RuleEvent("*", result.rule, "halt", result.reason))
+        if result.halt == "drawdown" and not s.halted_for_drawdown:
+            s.halted_for_drawdown = True
+            events.append(RuleEvent("*", result.rule, "halt", result.reason))
+        if result.rule == "session_square_off":
+            square_off |= result.flatten
+        for index in np.flatnonzero(result.flatten & ~flatten):
+            events.append(RuleEvent(keys[index], result.rule, "flatten", result.reason))
+        flatten |= result.flatten
+        block_all |= result.block_all
+
+    # -- exits ----------------------------------------------------------------------------------------
+    opposite, timed = exit_wanted(config.signal, signals, positions, s.holding_bars)
+    exiting = (flatten | opposite | timed) & (positions != 0)
+    exit_in_flight = np.sign(pending) == -np.sign(positions)
+    exit_quantity = np.zeros(n, dtype=np.int64)
+    for index in np.flatnonzero(exiting):
+        key = keys[index]
+        for order_id in (s.stop_order_id[index], s.take_profit_order_id[index], s.entry_order_id[index]):
+            if order_id is not None:
+                cancels.append(order_id)
+        s.stop_order_id[index] = s.take_profit_order_id[index] = s.entry_order_id[index] = None
+        s.stop_quantity[index] = 0
+        s.parents = [parent for parent in s.parents if parent.index != index]
+        if exit_in_flight[index]:
+            continue
+        purpose = IntentPurpose.SQUARE_OFF if square_off[index] else IntentPurpose.EXIT
+        quantity = -int(positions[index])
+        exit_quantity[index] = quantity
+        rule = "signal" if opposite[index] else "max_holding" if timed[index] and not flatten[index] else "risk"
+        events.append(RuleEvent(key, rule, "exit", f"exit {quantity} ({purpose.value})"))
+        intents.append(OrderIntent(
+            client_order_id(config.strategy, key, bar, purpose), key, Side(int(np.sign(quantity))), abs(quantity),
+            OrderType.MARKET, purpose, product=config.product,
+        ))
+
+    # -- protective stops on every position that stays open -------------------------------------------
+    held = (positions != 0) & ~exiting
+    if config.stops.has_stop and held.any():
+        side = np.sign(positions).astype(np.int8)
+        fresh_stop, _ = _stop_levels(config, side, close, features)
+        unknown = held & ~np.isfinite(s.stop_price)
+        s.stop_price[unknown] = fresh_stop[unknown]
+        s.best_close = np.where(held & ~np.isfinite(s.best_close), close, s.best_close)
+        s.best_close = np.where(held & (side > 0), np.fmax(s.best_close, close), s.best_close)
+        s.best_close = np.where(held & (side < 0), np.fmin(s.best_close, close), s.best_close)
+        if config.stops.trailing:
+            trail, _ = _stop_levels(config, side, s.best_close, features)
+            better = held & np.isfinite(trail) & ((trail - s.stop_price) * side >= universe.tick_size)
+            s.stop_price = np.where(better, trail, s.stop_price)
+        else:
+            better = np.zeros(n, dtype=bool)
+        size = np.abs(positions)
+        replace = held & ((np.array([oid is None for oid in s.stop_order_id]) | (size > s.stop_quantity) | better))
+        for index in np.flatnonzero(replace & np.isfinite(s.stop_price)):
+            key = keys[index]
+            if s.stop_order_id[index] is not None:
+                cancels.append(s.stop_order_id[index])  # type: ignore[arg-type]
+            exit_side = -int(side[index])
+            order_id = client_order_id(config.strategy, key, bar, IntentPurpose.STOP_LOSS)
+            intents.append(OrderIntent(
+                order_id, key, Side(exit_side), int(size[index]), OrderType.STOP, IntentPurpose.STOP_LOSS,
+                stop_price=_price(float(s.stop_price[index]), float(universe.tick_size[index]), exit_side),
+                product=config.product,
+            ))
+            s.stop_order_id[index] = order_id
+            s.stop_quantity[index] = int(size[index])
+            events.append(RuleEvent(key, "stop_loss", "stop_moved" if better[index] else "stop_placed",
+                                    f"stop {s.stop_price[index]:.4f} for {int(size[index])}"))
+
+    # -- entries ----------------------------------------------------------------------------------------
+    confirm = features.get(config.signal.confirm_feature) if config.signal.confirm_feature else None
+    side = entry_candidates(config.signal, signals, positions, pending, s.bars_since_exit, confirm)
+    side[exiting] = 0
+    if block_all:
+        for index in np.flatnonzero(side):
+            events.append(RuleEvent(keys[index], "halt", "blocked", "trading halted or kill switch on"))
+        side[:] = 0
+    stop, target = _stop_levels(config, side, close, features)
+    proposed = np.zeros(n, dtype=np.int64)
+    quantity = np.zeros(n, dtype=np.int64)
+    if side.any():
+        proposed = target_quantity(
+            config.sizing, equity=equity, cash=inputs.cash, price=close, stop_distance=np.abs(close - stop),
+            probability_win=signals.confidence, realised_vol=features.get(config.risk.realised_vol_feature),
+            lot_size=universe.lot_size,
+        )
+        proposed[side == 0] = 0
+        for index in np.flatnonzero((side != 0) & (proposed == 0)):
+            events.append(RuleEvent(keys[index], "sizing", "blocked", "sized to zero lots"))
+        proposal = Proposal(side, proposed, signals.confidence)
+        quantity = proposed.copy()
+        for rule in ENTRY_RULES:
+            result = rule(ctx, proposal, quantity)
+            changed = np.flatnonzero(result.quantity != quantity)
+            for index in changed:
+                action = "blocked" if result.quantity[index] == 0 else "capped"
+                reason = result.details.get(int(index), result.reason)
+                events.append(RuleEvent(keys[index], result.rule, action, f"{reason} ({quantity[index]} -> "
+                                        f"{result.quantity[index]})"))
+            quantity = result.quantity
+    entry_quantity = (side * quantity).astype(np.int64)
+    algo = config.execution.algo
+    for index in np.flatnonzero(entry_quantity):
+        key = keys[index]
+        sign = int(side[index])
+        entry_id = client_order_id(config.strategy, key, bar, IntentPurpose.ENTRY)
+        events.append(RuleEvent(key, "signal", "entry", f"enter {int(entry_quantity[index])} "
+                                f"at confidence {signals.confidence[index]:.3f}"))
+        s.stop_price[index] = stop[index]
+        s.take_profit_price[index] = target[index]
+        s.best_close[index] = close[index]
+        s.entry_order_id[index] = entry_id
+        if algo != "immediate" and config.execution.slices > 1:
+            s.parents.append(WorkingParent(entry_id, int(index), sign, int(quantity[index]),
+                                           config.execution.slices, IntentPurpose.ENTRY.value))
+            continue
+        intents.append(OrderIntent(entry_id, key, Side(sign), int(quantity[index]), OrderType.MARKET,
+                                   IntentPurpose.ENTRY, product=config.product))
+        tick = float(universe.tick_size[index])
+        if np.isfinite(stop[index]):
+            stop_id = client_order_id(config.strategy, key, bar, IntentPurpose.STOP_LOSS)
+            intents.append(OrderIntent(
+                stop_id, key, Side(-sign), int(quantity[index]), OrderType.STOP, IntentPurpose.STOP_LOSS,
+                stop_price=_price(float(stop[index]), tick, -sign), product=config.product,
+                parent_client_order_id=entry_id,
+            ))
+            s.stop_order_id[index] = stop_id
+            s.stop_quantity[index] = int(quantity[index])
+        if np.isfinite(target[index]):
+            target_id = client_order_id(config.strategy, key, bar, IntentPurpose.TAKE_PROFIT)
+            intents.append(OrderIntent(
+                target_id, key, Side(-sign), int(quantity[index]), OrderType.LIMIT, IntentPurpose.TAKE_PROFIT,
+                limit_price=_price(float(target[index]), tick, sign), product=config.product,
+                parent_client_order_id=entry_id,
+            ))
+            s.take_profit_order_id[index] = target_id
+
+    # -- working parents (TWAP / VWAP): one child per bar ------------------------------------------------
+    profile = features.get("volume_share")
+    for parent in s.parents:
+        share = float(profile[parent.index]) if profile is not None else None
+        child = next_slice(config.execution, parent, lot_size=int(universe.lot_size[parent.index]),
+                           bar_volume=float(inputs.volume[parent.index]), expected_volume_share=share)
+        parent.slices_left = max(parent.slices_left - 1, 1)
+        if child == 0:
+            continue
+        key = keys[parent.index]
+        intents.append(OrderIntent(
+            client_order_id(config.strategy, key, bar, IntentPurpose(parent.purpose), 1), key,
+            Side(parent.side), child, OrderType.MARKET, IntentPurpose(parent.purpose), product=config.product,
+            parent_client_order_id=None,
+        ))
+        parent.remaining -= child
+    s.parents = [parent for parent in s.parents if parent.remaining > 0]
+
+    record = DecisionRecord(bar, equity, signals.direction, signals.confidence, proposed, entry_quantity,
+                            exit_quantity, tuple(events))
+    return StepResult(intents, cancels, s, record)

@@ -1,0 +1,75 @@
+"""After-cost trading metrics of argmax signals and of the baselines (buy-and-hold, SMA cross).
+
+A simple vectorised stand-in for the engine's walk-forward backtest: a position decided at bar t's close
+earns the log return from t to t+1, and every unit of position change pays `cost_bps`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict
+
+from tradeloom.errors import ConfigError
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class TradingMetrics(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    sharpe: float
+    total_return: float
+    max_drawdown: float
+    turnover: float
+    exposure: float
+
+
+def positions_from_probabilities(p: FloatArray, min_confidence: float = 0.0) -> FloatArray:
+    """-1 for down, 0 for flat, +1 for up; flat when the winning class is below `min_confidence`."""
+    winner = np.argmax(p, axis=1)
+    positions = (winner - 1).astype(np.float64)
+    positions[p.max(axis=1) < min_confidence] = 0.0
+    return positions
+
+
+def strategy_returns(positions: FloatArray, next_return: FloatArray, cost_bps: float) -> FloatArray:
+    """Per-bar log returns after costs; the position is entered from flat at the first bar."""
+    if positions.shape != next_return.shape:
+        raise ConfigError(f"positions {positions.shape} and next returns {next_return.shape} must match")
+    changes = np.abs(np.diff(positions, prepend=0.0))
+    return np.asarray(positions * np.nan_to_num(next_return) - changes * cost_bps / 10_000.0, dtype=np.float64)
+
+
+def max_drawdown(returns: FloatArray) -> float:
+    """Largest peak-to-trough fall of the equity curve exp(cumsum(returns)), as a positive fraction."""
+    if returns.size == 0:
+        return 0.0
+    equity = np.exp(np.concatenate([[0.0], np.cumsum(returns)]))
+    return float(np.max(1.0 - equity / np.maximum.accumulate(equity)))
+
+
+def trading_metrics(returns: FloatArray, positions: FloatArray, periods_per_year: int) -> TradingMetrics:
+    std = float(np.std(returns, ddof=1)) if returns.size > 1 else 0.0
+    sharpe = float(np.mean(returns) / std * np.sqrt(periods_per_year)) if std > 0 else 0.0
+    return TradingMetrics(
+        sharpe=sharpe, total_return=float(np.expm1(np.sum(returns))), max_drawdown=max_drawdown(returns),
+        turnover=float(np.abs(np.diff(positions, prepend=0.0)).sum() / max(positions.size, 1)),
+        exposure=float(np.mean(np.abs(positions))) if positions.size else 0.0,
+    )
+
+
+def sma_cross_positions(close: FloatArray, fast: int = 10, slow: int = 50) -> FloatArray:
+    """Long when the fast SMA is above the slow one, short when below, flat while either is undefined."""
+    if fast >= slow:
+        raise ConfigError(f"SMA fast window must be shorter than slow, got fast={fast}, slow={slow}")
+    cumulative = np.concatenate([[0.0], np.cumsum(close)])
+
+    def sma(window: int) -> FloatArray:
+        out = np.full(close.size, np.nan)
+        if close.size >= window:
+            out[window - 1:] = (cumulative[window:] - cumulative[:-window]) / window
+        return out
+
+    fast_line, slow_line = sma(fast), sma(slow)
+    positions = np.sign(fast_line - slow_line)
+    return np.asarray(np.nan_to_num(positions), dtype=np.float64)

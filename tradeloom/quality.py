@@ -28,6 +28,12 @@ class BarColumns:
     def __len__(self) -> int:
         return int(self.bar_at.shape[0])
 
+    def take_order(self, index: npt.NDArray[np.intp]) -> BarColumns:
+        return BarColumns(
+            self.instrument_key[index], self.bar_at[index], self.open[index], self.high[index],
+            self.low[index], self.close[index], self.volume[index],
+        )
+
     def take(self, mask: npt.NDArray[np.bool_]) -> BarColumns:
         return BarColumns(
             self.instrument_key[mask], self.bar_at[mask], self.open[mask], self.high[mask],

@@ -40,6 +40,10 @@ def _port_in_use(port: int) -> bool:
 class LocalCluster:
     root: Path
 
+    def __post_init__(self) -> None:
+        # Sockets and pg_ctl need absolute paths whatever the caller's working directory.
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data"

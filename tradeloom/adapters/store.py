@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
 import psycopg2.extras
 
 from tradeloom.adapters.db import Connection
@@ -97,16 +99,44 @@ class _ProgressReader(io.RawIOBase):
         return chunk
 
 
-def bars_copy_payload(bars: BarColumns, ids: npt.NDArray[np.int64]) -> bytes:
-    """Tab-separated COPY text: instrument_id, bar_at (epoch µs), open, high, low, close, volume.
+def bars_copy_payload(bars: BarColumns, ids: npt.NDArray[np.int64], source: str, batch_id: int) -> bytes:
+    """Tab-separated COPY text in the raw tables' column order.
 
     polars writes floats as shortest round-trip text, so nothing is lost on the way in.
     """
+    if "\t" in source or "\n" in source or "\\" in source:
+        raise InputError(f"source name {source!r} must not contain tabs, newlines or backslashes")
     frame = pl.DataFrame({
-        "instrument_id": ids, "bar_us": bars.bar_at // 1000, "open": bars.open, "high": bars.high,
-        "low": bars.low, "close": bars.close, "volume": bars.volume,
-    })
-    return frame.write_csv(separator="\t", include_header=False).encode()
+        "instrument_id": ids,
+        "bar_at": pl.from_epoch(pl.Series(bars.bar_at // 1000), time_unit="us").dt.replace_time_zone("UTC"),
+        "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume,
+    }).with_columns(pl.lit(source).alias("source"), pl.lit(batch_id).alias("ingest_batch_id"))
+    return frame.write_csv(separator="\t", include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f%z").encode()
+
+
+def content_checksum(bars: BarColumns, ids: npt.NDArray[np.int64]) -> str:
+    """sha256 of the rows' values (not of batch ids), so the same content always gives the same checksum."""
+    digest = hashlib.sha256()
+    for values in (ids, bars.bar_at, bars.open, bars.high, bars.low, bars.close, bars.volume):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+# Must match chunk_time_interval in sql/004_bars.sql.
+CHUNK_SECONDS = {Timeframe.MINUTE: 7 * 86400, Timeframe.HOUR: 90 * 86400, Timeframe.DAY: 365 * 86400}
+BAR_COLUMNS = "instrument_id, bar_at, open, high, low, close, volume, source, ingest_batch_id"
+
+
+def _overlaps(cur: psycopg2.extensions.cursor, table: str, bars: BarColumns, ids: npt.NDArray[np.int64]) -> bool:
+    if len(bars) == 0:
+        return False
+    cur.execute(
+        f"select exists (select 1 from {table} where instrument_id = any(%s)"
+        " and bar_at between timestamptz 'epoch' + %s * interval '1 microsecond'"
+        " and timestamptz 'epoch' + %s * interval '1 microsecond')",
+        (sorted({int(i) for i in np.unique(ids)}), int(bars.bar_at.min() // 1000), int(bars.bar_at.max() // 1000)),
+    )
+    return bool(cur.fetchone()[0])  # type: ignore[index]
 
 
 def write_bars(
@@ -122,36 +152,30 @@ def write_bars(
 ) -> WriteResult:
     """Stage with COPY and upsert into the hypertable, in the caller's transaction (all or nothing)."""
     table = timeframe.table
-    payload = bars_copy_payload(bars, ids)
-    checksum = hashlib.sha256(payload).hexdigest()
+    # Rows grouped by hypertable chunk, then key order: TimescaleDB's COPY then routes each run to one
+    # chunk and appends to its primary-key index (measured 2x faster than instrument-major order).
+    order = np.lexsort((bars.bar_at, ids, bars.bar_at // (CHUNK_SECONDS[timeframe] * 1_000_000_000)))
+    bars, ids = bars.take_order(order), ids[order]
     with conn.cursor() as cur:
         cur.execute("select nextval('ingest_batches_ingest_batch_id_seq')")
         batch_id = int(cur.fetchone()[0])  # type: ignore[index]
-        cur.execute(
-            "create temp table stage_bars (instrument_id integer, bar_us bigint, open float8, high float8,"
-            " low float8, close float8, volume float8) on commit drop"
-        )
-        cur.copy_expert("copy stage_bars from stdin", _ProgressReader(payload, progress))
-        cur.execute(
-            f"""
-            with upserted as (
-                insert into {table} as b
-                    (instrument_id, bar_at, open, high, low, close, volume, source, ingest_batch_id)
-                select instrument_id, timestamptz 'epoch' + bar_us * interval '1 microsecond',
-                       open, high, low, close, volume, %(source)s, %(batch)s
-                from stage_bars
-                on conflict (instrument_id, bar_at) do update set
-                    open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
-                    volume = excluded.volume, source = excluded.source, ingest_batch_id = excluded.ingest_batch_id
-                where (b.open, b.high, b.low, b.close, b.volume)
-                      is distinct from (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
-                returning (xmax = 0) as inserted
-            )
-            select count(*) filter (where inserted), count(*) filter (where not inserted) from upserted
-            """,
-            {"source": source, "batch": batch_id},
-        )
-        inserted, updated = (int(value) for value in cur.fetchone())  # type: ignore[union-attr]
+        payload = bars_copy_payload(bars, ids, source, batch_id)
+        checksum = content_checksum(bars, ids)
+        inserted_updated: tuple[int, int] | None = None
+        if not _overlaps(cur, table, bars, ids):
+            # Fast path: nothing stored in this range, and the batch has no duplicate keys (checked
+            # upstream), so COPY straight into the hypertable. A concurrent writer that got there first
+            # makes it fail; the savepoint then falls back to the upsert below.
+            cur.execute("savepoint direct_copy")
+            try:
+                cur.copy_expert(f"copy {table} ({BAR_COLUMNS}) from stdin", _ProgressReader(payload, progress))
+                cur.execute("release savepoint direct_copy")
+                inserted_updated = (len(bars), 0)
+            except psycopg2.errors.UniqueViolation:
+                cur.execute("rollback to savepoint direct_copy")
+        if inserted_updated is None:
+            inserted_updated = _stage_and_upsert(cur, table, payload, progress)
+        inserted, updated = inserted_updated
         cur.execute(
             """
             insert into ingest_batches (ingest_batch_id, source, target_table, range_start_at, range_end_at,
@@ -179,6 +203,31 @@ def write_bars(
                 page_size=1000,
             )
     return WriteResult(batch_id, inserted, updated, len(bars) - inserted - updated, len(quarantine_rows), checksum)
+
+
+def _stage_and_upsert(
+    cur: psycopg2.extensions.cursor, table: str, payload: bytes, progress: Callable[[int], None] | None
+) -> tuple[int, int]:
+    """COPY into a temp staging table, then one upsert; rows whose values are unchanged are not rewritten."""
+    cur.execute(f"create temp table stage_bars (like {table} including defaults) on commit drop")
+    cur.copy_expert(f"copy stage_bars ({BAR_COLUMNS}) from stdin", _ProgressReader(payload, progress))
+    cur.execute(
+        f"""
+        with upserted as (
+            insert into {table} as b ({BAR_COLUMNS})
+            select {BAR_COLUMNS} from stage_bars
+            on conflict (instrument_id, bar_at) do update set
+                open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+                volume = excluded.volume, source = excluded.source, ingest_batch_id = excluded.ingest_batch_id
+            where (b.open, b.high, b.low, b.close, b.volume)
+                  is distinct from (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
+            returning (xmax = 0) as inserted
+        )
+        select count(*) filter (where inserted), count(*) filter (where not inserted) from upserted
+        """
+    )
+    inserted, updated = cur.fetchone()  # type: ignore[misc]
+    return int(inserted), int(updated)
 
 
 def record_failed_batch(conn: Connection, *, source: str, timeframe: Timeframe, rows: int, error: str) -> None:

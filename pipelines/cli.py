@@ -83,6 +83,23 @@ def db_migrate() -> None:
     console.print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
 
 
+@db_app.command("reset")
+def db_reset(yes: Annotated[bool, typer.Option("--yes", help="confirm: every row in the store is deleted")] = False) -> None:
+    """Drop and recreate the local store (development only; refuses an external DATABASE_URL)."""
+    db = _database()
+    if not db.is_local:
+        raise InputError("db reset only works on the local cluster, not on DATABASE_URL")
+    if not yes:
+        raise InputError("db reset deletes every row in the local store: add --yes to confirm")
+    db.cluster.up()
+    name = db.settings.database_name
+    db.cluster.psql(f"drop database if exists {name} with (force)")
+    db.cluster.psql(f"create database {name} owner {db.settings.owner_role}")
+    db.cluster.psql("create extension if not exists timescaledb", database=name)
+    applied = migrate(db)
+    console.print(f"store {name} recreated; migrations applied: {len(applied)}")
+
+
 @db_app.command("psql")
 def db_psql(role: Annotated[str, typer.Option(help="role to connect as")] = "tradeloom_owner") -> None:
     """Open psql on the store."""

@@ -7,9 +7,10 @@ Heavy imports stay inside functions so importing this module is cheap.
 
 from __future__ import annotations
 
-import io
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from tradeloom.models.sequences import sliding_windows
 
 if TYPE_CHECKING:
     import torch
+
+    from pipelines.sequence_nets import DirectionNet
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -140,43 +143,11 @@ def lightgbm_importance(model: FittedModel, feature_names: list[str]) -> dict[st
 # -- PyTorch sequence models -------------------------------------------------------------------------------
 
 def _sequence_module(kind: ModelKind, n_features: int, params: SequenceParams, mean: FloatArray,
-                     scale: FloatArray) -> torch.nn.Module:
-    import torch
-    from torch import nn
+                     scale: FloatArray) -> DirectionNet:
+    from pipelines.sequence_nets import DirectionNet
 
-    class DirectionNet(nn.Module):
-        """Standardises inside the graph (so ONNX carries it), encodes the window, classifies the last step."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-            self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
-            self.encoder: nn.Module
-            if kind is ModelKind.LSTM:
-                self.encoder = nn.LSTM(n_features, params.hidden, num_layers=params.layers, batch_first=True,
-                                       dropout=params.dropout if params.layers > 1 else 0.0)
-                self.project: nn.Module = nn.Identity()
-            else:
-                self.project = nn.Linear(n_features, params.hidden)
-                layer = nn.TransformerEncoderLayer(params.hidden, params.heads, params.hidden * 2,
-                                                   dropout=params.dropout, batch_first=True)
-                self.encoder = nn.TransformerEncoder(layer, params.layers, enable_nested_tensor=False)
-                self.position = nn.Parameter(torch.zeros(1, params.window, params.hidden))
-            self.dropout = nn.Dropout(params.dropout)
-            self.head = nn.Linear(params.hidden, N_CLASSES)
-
-        def logits(self, windows: torch.Tensor) -> torch.Tensor:
-            x = (windows - self.mean) / self.scale
-            if kind is ModelKind.LSTM:
-                encoded, _ = self.encoder(x)
-            else:
-                encoded = self.encoder(self.project(x) + self.position)
-            return self.head(self.dropout(encoded[:, -1, :]))  # type: ignore[no-any-return]
-
-        def forward(self, windows: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(self.logits(windows), dim=-1)
-
-    return DirectionNet()
+    return DirectionNet(kind.value, n_features, params.window, params.hidden, params.layers, params.heads,
+                        params.dropout, mean, scale)
 
 
 def fit_sequence(
@@ -229,14 +200,15 @@ def fit_sequence(
 def _torch_onnx(model: torch.nn.Module, window: int, n_features: int) -> bytes:
     import torch
 
-    buffer = io.BytesIO()
     example = torch.zeros(2, window, n_features, dtype=torch.float32)
     model.eval()
-    # The TorchScript exporter: the dynamo one needs onnxscript, which the venvs do not carry.
-    torch.onnx.export(model, (example,), buffer, input_names=["features"], output_names=["probabilities"],
-                      dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
-                      opset_version=TORCH_OPSET, dynamo=False)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "model.onnx"
+        # The TorchScript exporter: the dynamo one needs onnxscript, which the venvs do not carry.
+        torch.onnx.export(model, (example,), str(path), input_names=["features"], output_names=["probabilities"],
+                          dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
+                          opset_version=TORCH_OPSET, dynamo=False)
+        return path.read_bytes()
 
 
 def fit_model(

@@ -20,9 +20,13 @@ declare
     first_bin integer;
     last_bin integer;
 begin
-    select min(v), max(w) into lowest, highest from unnest(lows, highs) as t(v, w);
+    -- Loops rather than a query over unnest(): no SPI round trip per call.
+    lowest := lows[1];
+    highest := highs[1];
     for i in 1 .. cardinality(volumes) loop
         total := total + volumes[i];
+        lowest := least(lowest, lows[i]);
+        highest := greatest(highest, highs[i]);
     end loop;
     if not highest > lowest or not total > 0 then
         return array[null, null, null]::double precision[];
@@ -32,7 +36,8 @@ begin
     taken := array_fill(false, array[bins]);
     for i in 1 .. cardinality(volumes) loop
         typical := (highs[i] + lows[i] + closes[i]) / 3.0;
-        slot := least(floor((typical - lowest) / (highest - lowest) * bins)::integer, bins - 1);
+        -- Clamped: a bar whose high < low would otherwise fall outside the range.
+        slot := greatest(0, least(floor((typical - lowest) / (highest - lowest) * bins)::integer, bins - 1));
         filled[slot + 1] := filled[slot + 1] + volumes[i];
     end loop;
     loop

@@ -60,3 +60,20 @@ def count_gaps(present_ns: npt.NDArray[np.int64], expected_ns: npt.NDArray[np.in
         return 0, 0
     starts = np.flatnonzero(missing & ~np.concatenate(([False], missing[:-1])))
     return int(missing.sum()), int(starts.size)
+
+
+def session_context(
+    instruments: list[Instrument], bar_at_ns: int, bar_seconds: int
+) -> tuple[int, npt.NDArray[np.float64]]:
+    """(session day as YYYYMMDD in the first instrument's zone, minutes from this bar's close to each
+    instrument's session close; NaN for sessions without a daily close, e.g. FX)."""
+    closes_at = datetime.fromtimestamp((bar_at_ns + bar_seconds * NS) / NS, tz=UTC)
+    first = closes_at.astimezone(ZoneInfo(instruments[0].timezone)) if instruments else closes_at
+    minutes = np.full(len(instruments), np.nan)
+    for i, instrument in enumerate(instruments):
+        if instrument.session_close <= instrument.session_open:
+            continue
+        local = closes_at.astimezone(ZoneInfo(instrument.timezone))
+        close = datetime.combine(local.date(), instrument.session_close, tzinfo=local.tzinfo)
+        minutes[i] = (close - local).total_seconds() / 60.0
+    return first.year * 10000 + first.month * 100 + first.day, minutes

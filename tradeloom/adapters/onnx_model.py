@@ -48,7 +48,8 @@ class OnnxScorer:
 
     def raw_probabilities(self, features: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
         """The graph's own output, before calibration."""
-        batch = np.ascontiguousarray(features, dtype=np.float32)
+        # Features a timeframe never fills arrive as NaN; training fed them as 0.
+        batch = np.ascontiguousarray(np.nan_to_num(features, nan=0.0), dtype=np.float32)
         if self.card.window == 1 and batch.ndim == 3:
             batch = batch[:, -1, :]
         expected = self.card.input_shape

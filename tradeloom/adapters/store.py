@@ -18,7 +18,9 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from tradeloom.adapters.db import Connection
-from tradeloom.domain import Instrument, Timeframe
+from decimal import Decimal
+
+from tradeloom.domain import Instrument, Segment, Timeframe
 from tradeloom.errors import DatabaseUnavailableError, InputError
 from tradeloom.quality import BarColumns
 
@@ -242,3 +244,83 @@ def record_failed_batch(conn: Connection, *, source: str, timeframe: Timeframe, 
 def translate_db_error(error: psycopg2.Error, what: str) -> DatabaseUnavailableError:
     message = (error.pgerror or str(error)).strip().splitlines()[0] if (error.pgerror or str(error)) else "error"
     return DatabaseUnavailableError(f"{what}: {message}")
+
+
+@dataclass(frozen=True)
+class BarMatrix:
+    """Bars of several instruments aligned on one time axis: arrays (T, N), NaN where a bar is missing."""
+
+    keys: tuple[str, ...]
+    bar_at_ns: npt.NDArray[np.int64]
+    open: npt.NDArray[np.float64]
+    high: npt.NDArray[np.float64]
+    low: npt.NDArray[np.float64]
+    close: npt.NDArray[np.float64]
+    volume: npt.NDArray[np.float64]
+    ingest_batches: tuple[int, ...] = ()
+
+
+def load_bar_matrix(
+    conn: Connection, timeframe: Timeframe, keys: Sequence[str], start_ns: int, end_ns: int,
+    *, require_validated: bool = False,
+) -> BarMatrix:
+    """Bars with start <= bar_at < end for `keys`; with `require_validated`, only (instrument, day) cells the
+    data gate marked passed (nothing downstream trades on data that has not passed validation)."""
+    ids = instrument_ids(conn, keys)
+    gate = (
+        " and exists (select 1 from data_gate g where g.target_table = %(table)s and g.instrument_id = b.instrument_id"
+        " and g.day = (b.bar_at at time zone 'UTC')::date and g.status = 'passed')"
+        if require_validated else ""
+    )
+    with conn.cursor() as cur:
+        cur.execute(
+            f"select b.instrument_id, (extract(epoch from b.bar_at) * 1000000)::bigint, b.open, b.high, b.low, b.close,"
+            f" b.volume, b.ingest_batch_id from {timeframe.table} b where b.instrument_id = any(%(ids)s)"
+            " and b.bar_at >= timestamptz 'epoch' + %(start)s * interval '1 microsecond'"
+            f" and b.bar_at < timestamptz 'epoch' + %(end)s * interval '1 microsecond'{gate} order by 2",
+            {"ids": list(ids.values()), "start": start_ns // 1000, "end": end_ns // 1000, "table": timeframe.table},
+        )
+        rows = cur.fetchall()
+    column = {ids[key]: i for i, key in enumerate(keys)}
+    stamps = np.unique(np.array([row[1] for row in rows], dtype=np.int64)) * 1000
+    position = {int(stamp): t for t, stamp in enumerate(stamps)}
+    shape = (len(stamps), len(keys))
+    arrays = {name: np.full(shape, np.nan) for name in ("open", "high", "low", "close", "volume")}
+    batches: set[int] = set()
+    for instrument_id, micros, o, h, lo, c, v, batch in rows:
+        t, i = position[int(micros) * 1000], column[int(instrument_id)]
+        arrays["open"][t, i], arrays["high"][t, i], arrays["low"][t, i] = o, h, lo
+        arrays["close"][t, i], arrays["volume"][t, i] = c, v
+        if batch is not None:
+            batches.add(int(batch))
+    return BarMatrix(tuple(keys), stamps, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
+                     arrays["volume"], tuple(sorted(batches)))
+
+
+def load_instruments(conn: Connection, keys: Sequence[str] | None = None) -> list[Instrument]:
+    """Instruments by EXCHANGE:SYMBOL key (in the order given), or all of them."""
+    from datetime import time as time_of_day
+
+    with conn.cursor() as cur:
+        cur.execute(
+            "select exchange, symbol, segment, currency, tick_size, lot_size, timezone, session_open, session_close,"
+            " trading_days, calendar, is_synthetic, kite_token, fyers_symbol from instruments order by exchange, symbol"
+        )
+        rows = cur.fetchall()
+    by_key: dict[str, Instrument] = {}
+    for (exchange, symbol, segment, currency, tick, lot, zone, opens, closes, days, calendar, synthetic, kite,
+         fyers) in rows:
+        assert isinstance(opens, time_of_day) and isinstance(closes, time_of_day)  # noqa: S101 - schema types
+        instrument = Instrument(
+            exchange=exchange, symbol=symbol, segment=Segment(segment), currency=currency, tick_size=Decimal(tick),
+            lot_size=int(lot), timezone=zone, session_open=opens, session_close=closes,
+            trading_days=tuple(int(day) for day in days), calendar=calendar, is_synthetic=bool(synthetic),
+            kite_token=kite, fyers_symbol=fyers,
+        )
+        by_key[instrument.key] = instrument
+    if keys is None:
+        return list(by_key.values())
+    unknown = [key for key in keys if key not in by_key]
+    if unknown:
+        raise InputError(f"unknown instrument(s): {', '.join(unknown)}; add them with `tradeloom instruments add`")
+    return [by_key[key] for key in keys]

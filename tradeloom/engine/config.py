@@ -20,12 +20,12 @@ class _Frozen(BaseModel):
 class SignalConfig(_Frozen):
     """Class probabilities (down, flat, up) -> Buy / Sell / Hold with a confidence."""
 
-    enter_threshold: float = Field(0.55, ge=0.0, le=1.0)  # p(up) (or p(down) for shorts) needed to enter
-    exit_threshold: float = Field(0.55, ge=0.0, le=1.0)  # p(opposite class) needed to exit
-    min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # margin of the winning class over the runner-up
+    enter_threshold: float = Field(default=0.55, ge=0.0, le=1.0)  # p(up) (or p(down) for shorts) needed to enter
+    exit_threshold: float = Field(default=0.55, ge=0.0, le=1.0)  # p(opposite class) needed to exit
+    min_confidence: float = Field(default=0.0, ge=0.0, le=1.0)  # margin of the winning class over the runner-up
     allow_short: bool = False
-    cooldown_bars: int = Field(0, ge=0)  # bars after an exit before the same instrument may be entered
-    max_holding_bars: int | None = Field(None, ge=1)
+    cooldown_bars: int = Field(default=0, ge=0)  # bars after an exit before the same instrument may be entered
+    max_holding_bars: int | None = Field(default=None, ge=1)
     # Multi-timeframe confirmation: a feature whose sign must agree with the entry side (e.g. hourly trend).
     confirm_feature: str | None = None
 
@@ -33,10 +33,10 @@ class SignalConfig(_Frozen):
 class StopConfig(_Frozen):
     """Protective exits placed with every entry (as a bracket) and maintained every step."""
 
-    stop_loss_pct: float | None = Field(0.05, gt=0.0, lt=1.0)
-    stop_loss_atr: float | None = Field(None, gt=0.0)  # multiple of the `atr` feature; wins over pct when set
-    take_profit_pct: float | None = Field(None, gt=0.0)
-    take_profit_atr: float | None = Field(None, gt=0.0)
+    stop_loss_pct: float | None = Field(default=0.05, gt=0.0, lt=1.0)
+    stop_loss_atr: float | None = Field(default=None, gt=0.0)  # multiple of the `atr` feature; wins over pct when set
+    take_profit_pct: float | None = Field(default=None, gt=0.0)
+    take_profit_atr: float | None = Field(default=None, gt=0.0)
     trailing: bool = False  # ratchet the stop behind the best close since entry
     atr_feature: str = "atr"
 
@@ -48,43 +48,46 @@ class StopConfig(_Frozen):
 class RiskConfig(_Frozen):
     """Every limit as a fraction of current equity unless named otherwise. `None` disables a rule."""
 
-    max_position_fraction: float | None = Field(0.25, gt=0.0)
-    max_gross_exposure: float | None = Field(1.0, gt=0.0)
-    max_net_exposure: float | None = Field(1.0, gt=0.0)
-    max_positions: int | None = Field(10, ge=1)
-    daily_loss_limit: float | None = Field(0.03, gt=0.0, lt=1.0)  # flatten and halt for the session day
-    max_drawdown: float | None = Field(0.20, gt=0.0, lt=1.0)  # from the equity peak: flatten and halt
-    max_realised_vol: float | None = Field(None, gt=0.0)  # no entries while `realised_vol` is above
+    max_position_fraction: float | None = Field(default=0.25, gt=0.0)
+    max_gross_exposure: float | None = Field(default=1.0, gt=0.0)
+    max_net_exposure: float | None = Field(default=1.0, gt=0.0)
+    max_positions: int | None = Field(default=10, ge=1)
+    daily_loss_limit: float | None = Field(default=0.03, gt=0.0, lt=1.0)  # flatten and halt for the session day
+    max_drawdown: float | None = Field(default=0.20, gt=0.0, lt=1.0)  # from the equity peak: flatten and halt
+    max_realised_vol: float | None = Field(default=None, gt=0.0)  # no entries while `realised_vol` is above
     realised_vol_feature: str = "realised_vol"
-    max_correlation: float | None = Field(None, gt=0.0, le=1.0)
-    var_limit: float | None = Field(None, gt=0.0)  # one-day loss at `var_confidence`, fraction of equity
+    max_correlation: float | None = Field(default=None, gt=0.0, le=1.0)
+    var_limit: float | None = Field(default=None, gt=0.0)  # one-day loss at `var_confidence`, fraction of equity
     var_method: Literal["historical", "parametric"] = "historical"
-    var_confidence: float = Field(0.99, gt=0.5, lt=1.0)
-    cvar_limit: float | None = Field(None, gt=0.0)
-    history_bars: int = Field(250, ge=10)  # window of returns behind correlation and VaR
-    no_entry_minutes_before_close: float = Field(0.0, ge=0.0)
-    square_off_minutes_before_close: float | None = Field(None, ge=0.0)  # intraday products only
+    var_confidence: float = Field(default=0.99, gt=0.5, lt=1.0)
+    cvar_limit: float | None = Field(default=None, gt=0.0)
+    history_bars: int = Field(default=250, ge=10)  # window of returns behind correlation and VaR
+    no_entry_minutes_before_close: float = Field(default=0.0, ge=0.0)
+    square_off_minutes_before_close: float | None = Field(default=None, ge=0.0)  # intraday products only
     kill_switch: bool = False
 
 
 class SizingConfig(_Frozen):
-    method: Literal["fixed_fractional", "kelly", "volatility_target", "fixed_notional", "all_in"] = "fixed_fractional"
-    risk_fraction: float = Field(0.01, gt=0.0, le=1.0)  # fixed fractional: equity risked to the stop
-    kelly_cap: float = Field(0.25, gt=0.0, le=1.0)  # Kelly: never more than this fraction of equity
-    kelly_payoff: float = Field(1.0, gt=0.0)  # Kelly: average win / average loss
-    target_volatility: float = Field(0.15, gt=0.0)  # annualised, per position
-    bars_per_year: float = Field(252.0, gt=0.0)
-    notional_fraction: float = Field(0.10, gt=0.0, le=1.0)  # fixed notional (and fallback without a stop)
+    method: Literal["fixed_fractional", "kelly", "volatility_target", "fixed_notional", "fixed_quantity", "all_in"] = (
+        "fixed_fractional"
+    )
+    risk_fraction: float = Field(default=0.01, gt=0.0, le=1.0)  # fixed fractional: equity risked to the stop
+    kelly_cap: float = Field(default=0.25, gt=0.0, le=1.0)  # Kelly: never more than this fraction of equity
+    kelly_payoff: float = Field(default=1.0, gt=0.0)  # Kelly: average win / average loss
+    target_volatility: float = Field(default=0.15, gt=0.0)  # annualised, per position
+    bars_per_year: float = Field(default=252.0, gt=0.0)
+    notional_fraction: float = Field(default=0.10, gt=0.0, le=1.0)  # fixed notional: fraction of equity per entry
+    quantity: int = Field(default=1, ge=1)  # fixed quantity: units per entry (peer comparisons)
     # All-in: whole units that `cash / (close * (1 + cost_buffer_rate))` buys; covers the per-side costs.
-    cost_buffer_rate: float = Field(0.0, ge=0.0, lt=0.1)
+    cost_buffer_rate: float = Field(default=0.0, ge=0.0, lt=0.1)
 
 
 class ExecutionConfig(_Frozen):
     """How a parent intent reaches the market: at once, or sliced over bars (TWAP / VWAP)."""
 
     algo: Literal["immediate", "twap", "vwap"] = "immediate"
-    slices: int = Field(1, ge=1)
-    participation_cap: float | None = Field(None, gt=0.0, le=1.0)
+    slices: int = Field(default=1, ge=1)
+    participation_cap: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
 class EngineConfig(_Frozen):
@@ -107,18 +110,18 @@ class CostConfig(_Frozen):
     """Per-fill costs. Statutory rates are fractions of traded value; GST applies to brokerage + exchange + SEBI."""
 
     name: str = "custom"
-    commission_rate: float = Field(0.0, ge=0.0, lt=0.1)
-    commission_flat: float = Field(0.0, ge=0.0)
-    commission_cap: float | None = Field(None, ge=0.0)  # per order, applied to flat + percentage
-    stt_buy_rate: float = Field(0.0, ge=0.0)
-    stt_sell_rate: float = Field(0.0, ge=0.0)
-    exchange_rate: float = Field(0.0, ge=0.0)
-    sebi_rate: float = Field(0.0, ge=0.0)
-    gst_rate: float = Field(0.0, ge=0.0)
-    stamp_buy_rate: float = Field(0.0, ge=0.0)
-    spread_bps: float = Field(0.0, ge=0.0)  # full quoted spread; a market fill pays half
-    slippage_bps: float = Field(0.0, ge=0.0)
-    impact_bps_per_participation: float = Field(0.0, ge=0.0)  # extra bps per 100% of bar volume taken
+    commission_rate: float = Field(default=0.0, ge=0.0, lt=0.1)
+    commission_flat: float = Field(default=0.0, ge=0.0)
+    commission_cap: float | None = Field(default=None, ge=0.0)  # per order, applied to flat + percentage
+    stt_buy_rate: float = Field(default=0.0, ge=0.0)
+    stt_sell_rate: float = Field(default=0.0, ge=0.0)
+    exchange_rate: float = Field(default=0.0, ge=0.0)
+    sebi_rate: float = Field(default=0.0, ge=0.0)
+    gst_rate: float = Field(default=0.0, ge=0.0)
+    stamp_buy_rate: float = Field(default=0.0, ge=0.0)
+    spread_bps: float = Field(default=0.0, ge=0.0)  # full quoted spread; a market fill pays half
+    slippage_bps: float = Field(default=0.0, ge=0.0)
+    impact_bps_per_participation: float = Field(default=0.0, ge=0.0)  # extra bps per 100% of bar volume taken
 
 
 def cost_preset(name: str) -> CostConfig:
@@ -148,7 +151,7 @@ class BrokerConfig(_Frozen):
     """The simulated broker's fill model (also the paper broker's)."""
 
     costs: CostConfig = CostConfig()
-    participation_cap: float | None = Field(None, gt=0.0, le=1.0)  # of each bar's volume, per instrument
+    participation_cap: float | None = Field(default=None, gt=0.0, le=1.0)  # of each bar's volume, per instrument
     # A buy the cash cannot cover at the fill price: refuse it (as a broker does) or shrink it.
     insufficient_cash: Literal["reject", "reduce"] = "reject"
     allow_short: bool = False

@@ -73,7 +73,7 @@ def _none(ctx: RiskContext) -> BoolArray:
 
 
 def _held(ctx: RiskContext) -> BoolArray:
-    return ctx.positions != 0
+    return np.asarray(ctx.positions != 0, dtype=bool)
 
 
 # -- portfolio guards ------------------------------------------------------------------------------
@@ -189,14 +189,12 @@ def position_cap(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
     return EntryResult("position_cap", np.minimum(quantity, cap), f"position above {limit} of equity")
 
 
-def _budgeted(
-    ctx: RiskContext, proposal: Proposal, quantity: IntArray, budget: float, signed: bool
-) -> IntArray:
+def _budgeted(ctx: RiskContext, proposal: Proposal, quantity: IntArray, budget: float) -> IntArray:
+    """Shrink entries, most confident first, so their notional fits in `budget`."""
     out = quantity.copy()
     for index in _by_confidence(proposal, quantity):
         unit = ctx.close[index] * ctx.lot_size[index]
-        use = budget if not signed else budget
-        lots = int(np.floor(max(use, 0.0) / unit)) if unit > 0 else 0
+        lots = int(np.floor(max(budget, 0.0) / unit)) if unit > 0 else 0
         take = min(int(out[index]), lots * int(ctx.lot_size[index]))
         out[index] = take
         budget -= take * ctx.close[index]
@@ -209,7 +207,7 @@ def gross_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
         return EntryResult("gross_exposure", quantity, "")
     current = float(np.nansum(np.abs(ctx.positions + ctx.pending) * ctx.close))
     budget = limit * ctx.equity - current
-    return EntryResult("gross_exposure", _budgeted(ctx, proposal, quantity, budget, False),
+    return EntryResult("gross_exposure", _budgeted(ctx, proposal, quantity, budget),
                        f"gross exposure above {limit} of equity")
 
 
@@ -227,7 +225,7 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
             continue
         one_side = Proposal(np.where(mask, proposal.side, 0).astype(np.int8), proposal.quantity,
                             proposal.confidence)
-        capped = _budgeted(ctx, one_side, out, budget, True)
+        capped = _budgeted(ctx, one_side, out, budget)
         out[mask] = capped[mask]
     return EntryResult("net_exposure", out, f"net exposure above {limit} of equity")
 
@@ -272,7 +270,7 @@ def var_limit(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> Entry
     base = (ctx.positions + ctx.pending).astype(np.float64)
     details: dict[int, str] = {}
     # Drop the least confident entries until the post-trade book fits.
-    for index in [*_by_confidence(proposal, quantity)][::-1] + [None]:
+    for index in [*_by_confidence(proposal, quantity)[::-1], None]:
         signed = base + proposal.side * out
         weights = np.nan_to_num(signed * ctx.close / max(ctx.equity, 1e-12))
         var, cvar = portfolio_var(ctx, weights)

@@ -239,10 +239,10 @@ class SimulatedBroker:
                     if self.config.insufficient_cash == "reject":
                         self._finish(order, OrderState.REJECTED)
                         continue
+                    quantity = min(quantity, int(self.cash // price))
                     while quantity > 0 and quantity * price + fee_total(
                             self.config.costs, order.intent.side, quantity, price) > self.cash:
-                        quantity = int((self.cash / (price * (1.0 + 1e-9))) // 1) if quantity > self.cash / price \
-                            else quantity - 1
+                        quantity -= 1
                     if quantity <= 0:
                         self._finish(order, OrderState.REJECTED)
                         continue
@@ -253,6 +253,7 @@ class SimulatedBroker:
 
     def _fill(self, order: SimOrder, quantity: int, price: float, bar_at_ns: int) -> SimFill:
         side = order.intent.side
+        price = float(price)
         fee = fee_total(self.config.costs, side, quantity, price)
         i = order.index
         self.cash -= int(side) * quantity * price + fee

@@ -49,6 +49,8 @@ def target_quantity(
             annual = realised_vol * np.sqrt(config.bars_per_year)
             annual = np.where(np.isfinite(annual) & (annual > 0), annual, np.nan)
             quantity = np.minimum(config.target_volatility / annual, 1.0) * equity / safe_price
+    elif config.method == "fixed_quantity":
+        quantity = np.where(np.isfinite(safe_price), float(config.quantity), np.nan)
     elif config.method == "fixed_notional":
         quantity = config.notional_fraction * equity / safe_price
     else:  # all_in: floor division exactly as a broker computing affordable whole units

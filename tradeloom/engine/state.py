@@ -15,6 +15,7 @@ from tradeloom.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+ObjectArray = npt.NDArray[np.object_]
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,9 @@ class EngineState:
     take_profit_price: FloatArray
     best_close: FloatArray  # trailing-stop anchor: best close since entry
     stop_quantity: IntArray  # quantity the live stop order covers (0: none)
-    stop_order_id: list[str | None]
-    take_profit_order_id: list[str | None]
-    entry_order_id: list[str | None]
+    stop_order_id: ObjectArray  # client order id (str) or None, per instrument
+    take_profit_order_id: ObjectArray
+    entry_order_id: ObjectArray
     last_position: IntArray
     holding_bars: IntArray
     bars_since_exit: IntArray
@@ -108,7 +109,8 @@ class EngineState:
         zeros = np.zeros(n, dtype=np.int64)
         return cls(
             stop_price=nan.copy(), take_profit_price=nan.copy(), best_close=nan.copy(), stop_quantity=zeros.copy(),
-            stop_order_id=[None] * n, take_profit_order_id=[None] * n, entry_order_id=[None] * n,
+            stop_order_id=np.full(n, None, dtype=object), take_profit_order_id=np.full(n, None, dtype=object),
+            entry_order_id=np.full(n, None, dtype=object),
             last_position=zeros.copy(), holding_bars=zeros.copy(),
             bars_since_exit=np.full(n, np.iinfo(np.int32).max, dtype=np.int64), last_close=nan.copy(),
             returns=np.full((history, n), np.nan), returns_count=0, equity_peak=equity, day_start_equity=equity,
@@ -118,7 +120,7 @@ class EngineState:
     def copy(self) -> EngineState:
         return EngineState(
             self.stop_price.copy(), self.take_profit_price.copy(), self.best_close.copy(), self.stop_quantity.copy(),
-            list(self.stop_order_id), list(self.take_profit_order_id), list(self.entry_order_id),
+            self.stop_order_id.copy(), self.take_profit_order_id.copy(), self.entry_order_id.copy(),
             self.last_position.copy(), self.holding_bars.copy(), self.bars_since_exit.copy(), self.last_close.copy(),
             self.returns.copy(), self.returns_count, self.equity_peak, self.day_start_equity, self.last_equity,
             self.session_day, self.halted_for_day, self.halted_for_drawdown,
@@ -132,7 +134,9 @@ class EngineState:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in vars(self).items():
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and value.dtype == object:
+                out[name] = {"dtype": "object", "shape": list(value.shape), "data": value.tolist()}
+            elif isinstance(value, np.ndarray):
                 out[name] = {"dtype": str(value.dtype), "shape": list(value.shape),
                              "data": [None if isinstance(x, float) and np.isnan(x) else x
                                       for x in value.ravel().tolist()]}
@@ -147,6 +151,11 @@ class EngineState:
         values: dict[str, Any] = {}
         for name, value in data.items():
             if isinstance(value, dict) and "dtype" in value:
+                if value["dtype"] == "object":
+                    array = np.empty(len(value["data"]), dtype=object)
+                    array[:] = value["data"]
+                    values[name] = array.reshape(value["shape"])
+                    continue
                 raw = [np.nan if x is None else x for x in value["data"]]
                 values[name] = np.array(raw, dtype=value["dtype"]).reshape(value["shape"])
             elif name == "parents":

@@ -78,13 +78,13 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     closed = (s.last_position != 0) & (positions == 0)
     s.bars_since_exit = np.where(closed, 0, s.bars_since_exit + 1)
     s.holding_bars = np.where(positions != 0, s.holding_bars + 1, 0)
-    for index in np.flatnonzero(positions == 0):
-        if s.stop_order_id[index] is not None or s.take_profit_order_id[index] is not None:
-            # Flat again (stopped out or exited): the broker's OCO clip cancels what is left.
-            s.stop_order_id[index] = s.take_profit_order_id[index] = None
-            s.stop_quantity[index] = 0
-        if pending[index] == 0:
-            s.entry_order_id[index] = None
+    flat = positions == 0
+    # Flat again (stopped out or exited): the broker's OCO clip cancels what is left of the protection.
+    stale = flat & ((s.stop_order_id != None) | (s.take_profit_order_id != None))  # noqa: E711
+    s.stop_order_id[stale] = None
+    s.take_profit_order_id[stale] = None
+    s.stop_quantity[stale] = 0
+    s.entry_order_id[flat & (pending == 0)] = None
     s.stop_price[positions == 0] = np.nan
     s.take_profit_price[positions == 0] = np.nan
     s.best_close[positions == 0] = np.nan
@@ -130,19 +130,19 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         key = keys[index]
         for order_id in (s.stop_order_id[index], s.take_profit_order_id[index], s.entry_order_id[index]):
             if order_id is not None:
-                cancels.append(order_id)
+                cancels.append(str(order_id))
         s.stop_order_id[index] = s.take_profit_order_id[index] = s.entry_order_id[index] = None
         s.stop_quantity[index] = 0
         s.parents = [parent for parent in s.parents if parent.index != index]
         if exit_in_flight[index]:
             continue
         purpose = IntentPurpose.SQUARE_OFF if square_off[index] else IntentPurpose.EXIT
-        quantity = -int(positions[index])
-        exit_quantity[index] = quantity
-        rule = "signal" if opposite[index] else "max_holding" if timed[index] and not flatten[index] else "risk"
-        events.append(RuleEvent(key, rule, "exit", f"exit {quantity} ({purpose.value})"))
+        closing = -int(positions[index])
+        exit_quantity[index] = closing
+        why = "signal" if opposite[index] else "max_holding" if timed[index] and not flatten[index] else "risk"
+        events.append(RuleEvent(key, why, "exit", f"exit {closing} ({purpose.value})"))
         intents.append(OrderIntent(
-            client_order_id(config.strategy, key, bar, purpose), key, Side(int(np.sign(quantity))), abs(quantity),
+            client_order_id(config.strategy, key, bar, purpose), key, Side(int(np.sign(closing))), abs(closing),
             OrderType.MARKET, purpose, product=config.product,
         ))
 
@@ -163,11 +163,11 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         else:
             better = np.zeros(n, dtype=bool)
         size = np.abs(positions)
-        replace = held & ((np.array([oid is None for oid in s.stop_order_id]) | (size > s.stop_quantity) | better))
+        replace = held & ((s.stop_order_id == None) | (size > s.stop_quantity) | better)  # noqa: E711
         for index in np.flatnonzero(replace & np.isfinite(s.stop_price)):
             key = keys[index]
             if s.stop_order_id[index] is not None:
-                cancels.append(s.stop_order_id[index])  # type: ignore[arg-type]
+                cancels.append(str(s.stop_order_id[index]))
             exit_side = -int(side[index])
             order_id = client_order_id(config.strategy, key, bar, IntentPurpose.STOP_LOSS)
             intents.append(OrderIntent(
@@ -202,15 +202,15 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             events.append(RuleEvent(keys[index], "sizing", "blocked", "sized to zero lots"))
         proposal = Proposal(side, proposed, signals.confidence)
         quantity = proposed.copy()
-        for rule in ENTRY_RULES:
-            result = rule(ctx, proposal, quantity)
-            changed = np.flatnonzero(result.quantity != quantity)
+        for entry_rule in ENTRY_RULES:
+            outcome = entry_rule(ctx, proposal, quantity)
+            changed = np.flatnonzero(outcome.quantity != quantity)
             for index in changed:
-                action = "blocked" if result.quantity[index] == 0 else "capped"
-                reason = result.details.get(int(index), result.reason)
-                events.append(RuleEvent(keys[index], result.rule, action, f"{reason} ({quantity[index]} -> "
-                                        f"{result.quantity[index]})"))
-            quantity = result.quantity
+                action = "blocked" if outcome.quantity[index] == 0 else "capped"
+                reason = outcome.details.get(int(index), outcome.reason)
+                events.append(RuleEvent(keys[index], outcome.rule, action, f"{reason} ({quantity[index]} -> "
+                                        f"{outcome.quantity[index]})"))
+            quantity = outcome.quantity
     entry_quantity = (side * quantity).astype(np.int64)
     algo = config.execution.algo
     for index in np.flatnonzero(entry_quantity):

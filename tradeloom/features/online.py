@@ -177,10 +177,22 @@ class OnlineFeatureEngine:
         for mtf in self.multi_timeframe.values():
             mtf.update(stamps, close, has_bar, self.timeframe_ns)
         out = np.empty((self.size, len(self.spec.features)))
-        for column, feature in enumerate(self.spec.features):
-            out[:, column] = self._feature(feature, close, volume, book)
+        self._profiles: dict[tuple[int, int, float], dict[str, FloatArray]] = {}
+        self._stats: dict[tuple[str, int], tuple[FloatArray, FloatArray]] = {}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for column, feature in enumerate(self.spec.features):
+                out[:, column] = self._feature(feature, close, volume, book)
         out[~has_bar] = np.nan
         return out
+
+    def _mean_deviation(self, name: str, period: int) -> tuple[FloatArray, FloatArray]:
+        """Mean and population deviation of the last `period` values (two-pass), cached per step."""
+        key = (name, period)
+        if key not in self._stats:
+            window = self._window(name, period)
+            middle = window.mean(axis=1)
+            self._stats[key] = middle, np.sqrt(((window - middle[:, None]) ** 2).mean(axis=1))
+        return self._stats[key]
 
     def _window(self, name: str, length: int) -> FloatArray:
         return self.buffers[name][:, self.window - length:]
@@ -191,7 +203,7 @@ class OnlineFeatureEngine:
     def _feature(self, feature: Feature, close: FloatArray, volume: FloatArray, book: BookTop | None) -> FloatArray:
         kind = feature.indicator
         nan = np.full(self.size, np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        if True:  # noqa: SIM108 - keeps the dispatch flat; errstate is set once per step in `step`
             if feature.name in self.multi_timeframe:
                 return self.multi_timeframe[feature.name].output()
             if kind in ("return", "log_return"):
@@ -201,7 +213,7 @@ class OnlineFeatureEngine:
                 return np.where(self._ready(lag + 1), value, np.nan)
             if kind == "sma":
                 period = feature.int_param("period")
-                return np.where(self._ready(period), self._window("close", period).mean(axis=1), np.nan)
+                return np.where(self._ready(period), self._mean_deviation("close", period)[0], np.nan)
             if kind == "ema":
                 return self.recursive[f"ema_{feature.int_param('period')}"].output()
             if kind == "rsi_wilder":
@@ -220,9 +232,7 @@ class OnlineFeatureEngine:
                 return line if output == "line" else signal_line if output == "signal" else line - signal_line
             if kind == "bollinger":
                 period = feature.int_param("period")
-                window = self._window("close", period)
-                middle = window.mean(axis=1)
-                deviation = np.sqrt(((window - middle[:, None]) ** 2).mean(axis=1))
+                middle, deviation = self._mean_deviation("close", period)
                 upper = middle + feature.float_param("width") * deviation
                 lower = middle - feature.float_param("width") * deviation
                 output = str(feature.param("output"))
@@ -230,9 +240,7 @@ class OnlineFeatureEngine:
                 return np.where(self._ready(period) & np.isfinite(value), value, np.nan)
             if kind in ("realised_vol", "volume_zscore"):
                 period = feature.int_param("period")
-                window = self._window("log_return" if kind == "realised_vol" else "volume", period)
-                middle = window.mean(axis=1)
-                deviation = np.sqrt(((window - middle[:, None]) ** 2).mean(axis=1))
+                middle, deviation = self._mean_deviation("log_return" if kind == "realised_vol" else "volume", period)
                 if kind == "realised_vol":
                     return np.where(self._ready(period + 1), deviation, np.nan)
                 value = (volume - middle) / np.where(deviation == 0.0, np.nan, deviation)
@@ -271,14 +279,14 @@ class OnlineFeatureEngine:
 
     def _volume_profile(self, feature: Feature) -> FloatArray:
         period, bins = feature.int_param("period"), feature.int_param("bins")
-        high, low = self._window("high", period), self._window("low", period)
-        closes, volumes = self._window("close", period), self._window("volume", period)
-        out = np.full(self.size, np.nan)
-        for row in np.flatnonzero(self._ready(period)):
-            value = volume_profile(high[row], low[row], closes[row], volumes[row], bins,
-                                   feature.float_param("value_area"))
-            out[row] = value[str(feature.param("output"))]
-        return out
+        key = (period, bins, feature.float_param("value_area"))
+        if key not in self._profiles:
+            self._profiles[key] = volume_profiles(
+                self._window("high", period), self._window("low", period), self._window("close", period),
+                self._window("volume", period), bins, feature.float_param("value_area"),
+            )
+        value = self._profiles[key][str(feature.param("output"))]
+        return np.where(self._ready(period), value, np.nan)
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -387,7 +395,7 @@ def volume_profile(high: FloatArray, low: FloatArray, close: FloatArray, volume:
     filled = [0.0] * bins
     for h, lo, c, amount in zip(high, low, close, volume, strict=True):
         typical = (float(h) + float(lo) + float(c)) / 3.0
-        index = min(math.floor((typical - lowest) / (highest - lowest) * bins), bins - 1)
+        index = max(0, min(math.floor((typical - lowest) / (highest - lowest) * bins), bins - 1))
         filled[index] += float(amount)
     order = sorted(range(bins), key=lambda index: (-filled[index], index))
     poc = order[0]
@@ -399,6 +407,33 @@ def volume_profile(high: FloatArray, low: FloatArray, close: FloatArray, volume:
             break
     return {"poc": lowest + (poc + 0.5) * width, "va_low": lowest + first * width,
             "va_high": lowest + (last + 1) * width}
+
+
+def volume_profiles(high: FloatArray, low: FloatArray, close: FloatArray, volume: FloatArray, bins: int,
+                    value_area: float) -> dict[str, FloatArray]:
+    """`volume_profile` for every instrument at once (rows of the window arrays)."""
+    lowest, highest = low.min(axis=1), high.max(axis=1)
+    total = volume.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        typical = (high + low + close) / 3.0
+        span = (highest - lowest)[:, None]
+        index = np.clip(np.floor((typical - lowest[:, None]) / span * bins), 0, bins - 1)
+    valid = (highest > lowest) & (total > 0.0)
+    index = np.where(np.isfinite(index), index, 0).astype(np.int64)
+    filled = np.zeros((high.shape[0], bins))
+    rows = np.repeat(np.arange(high.shape[0]), high.shape[1])
+    np.add.at(filled, (rows, index.ravel()), np.nan_to_num(volume).ravel())
+    order = np.argsort(-filled, axis=1, kind="stable")
+    covered = np.cumsum(np.take_along_axis(filled, order, axis=1), axis=1)
+    last_taken = np.argmax(covered >= (value_area * total)[:, None], axis=1)
+    taken = np.arange(bins)[None, :] <= last_taken[:, None]
+    first = np.where(taken, order, bins).min(axis=1)
+    last = np.where(taken, order, -1).max(axis=1)
+    width = (highest - lowest) / bins
+    nan = np.full(lowest.shape, np.nan)
+    return {"poc": np.where(valid, lowest + (order[:, 0] + 0.5) * width, nan),
+            "va_low": np.where(valid, lowest + first * width, nan),
+            "va_high": np.where(valid, lowest + (last + 1) * width, nan)}
 
 
 def replay(engine: OnlineFeatureEngine, bar_at_ns: npt.NDArray[np.int64], opens: FloatArray, highs: FloatArray,
@@ -414,4 +449,4 @@ def feature_names(spec: FeatureSpec = DEFAULT_SPEC) -> tuple[str, ...]:
     return spec.names
 
 
-__all__ = ["DEFAULT_SPEC", "BookTop", "OnlineFeatureEngine", "feature_names", "replay", "volume_profile"]
+__all__ = ["DEFAULT_SPEC", "BookTop", "OnlineFeatureEngine", "feature_names", "replay", "volume_profile", "volume_profiles"]

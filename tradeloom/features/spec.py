@@ -12,6 +12,7 @@ fast EMA's seed so both start on the same bar; the two converge within a few hun
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
 ParamValue = int | float | str
 
 
+@functools.lru_cache(maxsize=1024)
+def _param_index(params: tuple[tuple[str, ParamValue], ...]) -> dict[str, ParamValue]:
+    return dict(params)
+
+
 @dataclass(frozen=True)
 class Feature:
     """One output column. `timeframe=None` means the row's own timeframe; a coarser timeframe means the
@@ -39,9 +45,9 @@ class Feature:
     timeframe: str | None = None
 
     def param(self, key: str) -> ParamValue:
-        for name, value in self.params:
-            if name == key:
-                return value
+        value = _param_index(self.params).get(key)
+        if value is not None:
+            return value
         raise ConfigError(f"feature {self.name!r}: parameter {key!r} missing; it has {dict(self.params)}")
 
     def int_param(self, key: str) -> int:
@@ -116,10 +122,13 @@ class FeatureSpec:
     def spec_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
-    def restore_bars(self) -> int:
-        """Bars of history that rebuild the online state to within 1e-12 of the running state: the
-        recursive indicators forget their seed geometrically ((1 - 1/14)^1000 < 1e-30)."""
-        return 1000
+    def restore_bars(self, timeframe: str) -> int:
+        """Bars of `timeframe` history that rebuild the online state to within 1e-12 of the running
+        state: recursive indicators forget their seed geometrically ((1 - 1/14)^1000 < 1e-30), and a
+        multi-timeframe feature needs 1000 of its own coarser bars."""
+        row = TIMEFRAME_SECONDS[timeframe]
+        coarsest = max([TIMEFRAME_SECONDS[f.timeframe] for f in self.features if f.timeframe] + [row])
+        return 1000 * max(1, coarsest // row)
 
 
 def _f(name: str, indicator: str, inputs: tuple[str, ...], timeframe: str | None = None,

@@ -38,7 +38,8 @@ def parse_card(raw: dict[str, object]) -> ModelCard:
     try:
         return ModelCard.model_validate(raw)
     except ValidationError as error:
-        raise ModelRefusedError(f"model card invalid: {error.errors()[0]['loc']}: {error.errors()[0]['msg']}") from error
+        first = error.errors()[0]
+        raise ModelRefusedError(f"model card invalid: {first['loc']}: {first['msg']}") from error
 
 
 def check_compatible(card: ModelCard, feature_names: tuple[str, ...] | list[str], spec_hash: str) -> None:

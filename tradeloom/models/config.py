@@ -137,6 +137,8 @@ class TrainConfig(Frozen):
     ensemble: Ensemble | None = None
     costs: Costs = Costs()
     gate: GateConfig = GateConfig()
+    # Bars per year, for annualising Sharpe (252 daily bars; ~6000 hourly FX bars).
+    periods_per_year: int = Field(default=252, ge=1)
 
     @model_validator(mode="after")
     def _ensemble_members_trained(self) -> TrainConfig:

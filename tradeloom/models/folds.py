@@ -42,10 +42,7 @@ def plan_folds(timestamps_ns: npt.NDArray[np.int64], config: TrainConfig) -> lis
     first_train = max(int(np.searchsorted(timestamps_ns, day_ns(segments.train.start))), config.window - 1)
     first_test = int(np.searchsorted(timestamps_ns, day_ns(segments.test.start)))
     end = int(np.searchsorted(timestamps_ns, day_ns(segments.test.end) + NS_PER_DAY))
-    if walk.expanding:
-        base = first_train
-    else:
-        base = max(first_train, first_test - purge - walk.train_size)
+    base = first_train if walk.expanding else max(first_train, first_test - purge - walk.train_size)
     train_size = first_test - purge - base
     if train_size < 10:
         raise ConfigError(

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from tradeloom.errors import ConfigError
 from tradeloom.models.config import GateConfig
+
+
+class PromotionRefusedError(ConfigError):
+    """The gate refused a challenger: the champion stays; improve the model or change the margins."""
 
 
 class CandidateSummary(BaseModel):

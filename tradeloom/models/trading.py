@@ -27,7 +27,7 @@ class TradingMetrics(BaseModel):
 def positions_from_probabilities(p: FloatArray, min_confidence: float = 0.0) -> FloatArray:
     """-1 for down, 0 for flat, +1 for up; flat when the winning class is below `min_confidence`."""
     winner = np.argmax(p, axis=1)
-    positions = (winner - 1).astype(np.float64)
+    positions: FloatArray = (winner - 1).astype(np.float64)
     positions[p.max(axis=1) < min_confidence] = 0.0
     return positions
 
@@ -71,5 +71,5 @@ def sma_cross_positions(close: FloatArray, fast: int = 10, slow: int = 50) -> Fl
         return out
 
     fast_line, slow_line = sma(fast), sma(slow)
-    positions = np.sign(fast_line - slow_line)
-    return np.asarray(np.nan_to_num(positions), dtype=np.float64)
+    positions: FloatArray = np.nan_to_num(np.sign(fast_line - slow_line))
+    return positions

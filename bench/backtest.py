@@ -1,0 +1,200 @@
+"""Benchmark: the same SMA(10/20) long-only cross on 100 synthetic instruments x 90,000 minute bars through
+tradeloom (engine + simulated broker, all instruments stepped together), backtesting.py (once per
+instrument) and vectorbt `Portfolio.from_signals` (warm: compile excluded; run in .loom/venv-bench because
+numba does not fit the ml lock). Prints one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipelines.backtest import MarketData, run_backtest  # noqa: E402 - after the sys.path insert
+from tradeloom.engine import (  # noqa: E402
+    BrokerConfig,
+    CostConfig,
+    EngineConfig,
+    RiskConfig,
+    SignalConfig,
+    SizingConfig,
+    StopConfig,
+    Universe,
+)
+from tradeloom.engine.baselines import sma_cross_direction, sma_cross_probabilities  # noqa: E402
+from tradeloom.synthetic import BARS_PER_DAY, minute_bars, synthetic_instruments  # noqa: E402
+
+COMMISSION = 0.001
+QUANTITY = 10
+VENV = ROOT / ".loom" / "venv-bench"
+VECTORBT = "vectorbt==1.2.0"
+
+VBT_SCRIPT = r"""
+import sys, time, json, numpy as np, vectorbt as vbt
+d = np.load(sys.argv[1])
+entries, exits, price = d["entries"], d["exits"], d["price"]
+small = slice(0, 200)
+c = np.ascontiguousarray
+vbt.Portfolio.from_signals(c(price[small, :2]), c(entries[small, :2]), c(exits[small, :2]), size=%d, fees=%r,
+                           init_cash=1e12).trades.values  # compile every kernel used below
+t = time.perf_counter()
+pf = vbt.Portfolio.from_signals(price, entries, exits, size=%d, fees=%r, init_cash=1e12)
+records = pf.trades.values
+elapsed = time.perf_counter() - t
+closed = records[records["status"] == 1]
+np.savez(sys.argv[2], col=closed["col"], entry=closed["entry_idx"], exit=closed["exit_idx"])
+print(json.dumps({"seconds": elapsed, "vectorbt": vbt.__version__}))
+""" % (QUANTITY, COMMISSION, QUANTITY, COMMISSION)  # noqa: UP031 - a script template with braces
+
+
+def make_data(instruments: int, days: int, seed: int) -> MarketData:
+    listed = synthetic_instruments(instruments)
+    bars = minute_bars(listed, days, seed)
+    t = len(bars) // instruments
+
+    def grid(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(values.reshape(instruments, t).T)
+
+    return MarketData(Universe.simple([i.key for i in listed], 0.05), bars.bar_at[:t], grid(bars.open),
+                      grid(bars.high), grid(bars.low), grid(bars.close), grid(bars.volume),
+                      bars_per_year=252.0 * BARS_PER_DAY)
+
+
+def run_tradeloom(data: MarketData) -> tuple[float, set[tuple[int, int, int]]]:
+    config = EngineConfig(
+        strategy="bench-sma", signal=SignalConfig(enter_threshold=0.5, exit_threshold=0.5),
+        stops=StopConfig(stop_loss_pct=None),
+        risk=RiskConfig(max_position_fraction=None, max_gross_exposure=None, max_net_exposure=None,
+                        max_positions=None, daily_loss_limit=None, max_drawdown=None),
+        sizing=SizingConfig(method="fixed_quantity", quantity=QUANTITY),
+    )
+    broker = BrokerConfig(costs=CostConfig(commission_rate=COMMISSION))
+    started = time.perf_counter()
+    probabilities = sma_cross_probabilities(data.close, 10, 20)
+    result = run_backtest(data, probabilities, engine_config=config, broker_config=broker, cash=1e12)
+    elapsed = time.perf_counter() - started
+    row = {int(ns): i for i, ns in enumerate(data.bar_at_ns.tolist())}
+    column = {key: i for i, key in enumerate(data.universe.keys)}
+    trades = {(column[t.instrument_key], row[t.entry_at_ns], row[t.exit_at_ns]) for t in result.trades}
+    return elapsed, trades
+
+
+def run_backtesting_py(data: MarketData, columns: list[int]) -> tuple[float, set[tuple[int, int, int]]]:
+    """Same signal array as the others (so SMA rounding differences on tied prices cannot differ)."""
+    import pandas as pd
+    from backtesting import Backtest, Strategy
+
+    direction = sma_cross_direction(data.close, 10, 20).astype(np.float64)
+
+    class LongOnlySmaCross(Strategy):
+        column = 0
+
+        def init(self) -> None:
+            self.signal = self.I(lambda: direction[:, self.column], name="sma_cross")
+
+        def next(self) -> None:
+            if self.signal[-1] > 0 and not self.position:
+                self.buy(size=QUANTITY)
+            elif self.signal[-1] < 0 and self.position:
+                self.position.close()
+
+    index = pd.DatetimeIndex(data.bar_at_ns)
+    trades: set[tuple[int, int, int]] = set()
+    elapsed = 0.0
+    for i in columns:
+        frame = pd.DataFrame({"Open": data.open[:, i], "High": data.high[:, i], "Low": data.low[:, i],
+                              "Close": data.close[:, i], "Volume": data.volume[:, i]}, index=index)
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats = Backtest(frame, LongOnlySmaCross, cash=1e12, commission=COMMISSION).run(column=i)
+        elapsed += time.perf_counter() - started
+        trades |= {(i, int(e), int(x)) for e, x in zip(stats._trades["EntryBar"], stats._trades["ExitBar"],
+                                                         strict=True)}
+    return elapsed, trades
+
+
+def ensure_vectorbt() -> str | None:
+    """Create .loom/venv-bench with vectorbt; the reason when that is impossible."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    probe = subprocess.run([str(python), "-c", "import vectorbt"], capture_output=True, text=True, check=False)
+    if probe.returncode == 0:
+        return None
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements" / "bench.txt")
+                              if (ROOT / "requirements" / "bench.txt").exists() else VECTORBT],
+                             capture_output=True, text=True, check=False)
+    if install.returncode != 0:
+        return f"pip install {VECTORBT} failed: {install.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def run_vectorbt(data: MarketData) -> tuple[float | None, set[tuple[int, int, int]] | None, str | None]:
+    reason = ensure_vectorbt()
+    if reason is not None:
+        return None, None, reason
+    work = ROOT / ".loom" / "bench"
+    work.mkdir(parents=True, exist_ok=True)
+    direction = sma_cross_direction(data.close, 10, 20)
+    # Decided at bar t's close, filled at bar t+1's open: shift the signals one bar and trade at the open.
+    entries = np.zeros_like(direction, dtype=bool)
+    exits = np.zeros_like(direction, dtype=bool)
+    entries[1:], exits[1:] = direction[:-1] > 0, direction[:-1] < 0
+    np.savez(work / "vbt_in.npz", entries=entries, exits=exits, price=data.open)
+    run = subprocess.run([str(VENV / "bin" / "python"), "-c", VBT_SCRIPT, str(work / "vbt_in.npz"),
+                          str(work / "vbt_out.npz")], capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        return None, None, f"vectorbt run failed: {run.stderr.strip().splitlines()[-1:]}"
+    seconds = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
+    out = np.load(work / "vbt_out.npz")
+    return seconds, {(int(c), int(e), int(x)) for c, e, x in zip(out["col"], out["entry"], out["exit"],
+                                                                strict=True)}, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instruments", type=int, default=100)
+    parser.add_argument("--days", type=int, default=240)  # 240 sessions x 375 bars = 90,000 bars
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--peer-instruments", type=int, default=None,
+                        help="run backtesting.py on this many instruments and scale its time (default: all)")
+    args = parser.parse_args()
+    data = make_data(args.instruments, args.days, args.seed)
+    tradeloom_s, ours = run_tradeloom(data)
+    peer_columns = list(range(args.peer_instruments or args.instruments))
+    bt_s, bt_trades = run_backtesting_py(data, peer_columns)
+    bt_total = bt_s * args.instruments / len(peer_columns)
+    vbt_s, vbt_trades, vbt_reason = run_vectorbt(data)
+    ours_peer = {trade for trade in ours if trade[0] in set(peer_columns)}
+    matches = ours_peer == bt_trades and (vbt_trades is None or vbt_trades == ours)
+    line = {
+        "bench": "backtest", "instruments": args.instruments, "bars": len(data),
+        "bar_events": len(data) * args.instruments, "tradeloom_s": round(tradeloom_s, 2),
+        "backtesting_py_s": round(bt_total, 2), "backtesting_py_instruments_run": len(peer_columns),
+        "vectorbt_s": None if vbt_s is None else round(vbt_s, 3), "trades": len(ours),
+        "trades_match": matches, "speedup_vs_backtesting_py": round(bt_total / tradeloom_s, 2),
+        "ratio_to_vectorbt": None if vbt_s is None else round(tradeloom_s / vbt_s, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if vbt_reason is not None:
+        line["vectorbt_reason"] = vbt_reason
+    if not matches:
+        line["mismatch"] = {"tradeloom_only": len(ours_peer - bt_trades),
+                            "backtesting_py_only": len(bt_trades - ours_peer),
+                            "vectorbt_diff": None if vbt_trades is None else len(vbt_trades ^ ours)}
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""The order manager: an explicit order state machine over the broker port.
+
+Rules that keep money safe:
+- An order is journaled (durably, before it is sent) under its deterministic client order id; an id the
+  manager already knows is never sent again, in this process or after a restart.
+- Placement is never retried blindly: an unknown outcome leaves the order SENT and unconfirmed, and the next
+  poll looks it up by client order id (`Broker.order_by_client_id`).
+- Broker updates only move an order forward (duplicates and out-of-order updates are dropped).
+- Bracket legs (stop-loss / take-profit with `parent_client_order_id`) are held until their parent fills and
+  then placed at once for the filled quantity; when one leg fills, the other is cancelled (OCO).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Protocol
+
+from tradeloom.broker import Broker, BrokerOrder, PlacementUnconfirmed
+from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+from tradeloom.errors import InvariantViolation, OrderRejectedError, TransientBrokerError
+
+log = logging.getLogger(__name__)
+
+RANK = {
+    OrderState.NEW: 0, OrderState.SENT: 1, OrderState.ACKNOWLEDGED: 2, OrderState.PARTIALLY_FILLED: 3,
+    OrderState.FILLED: 4, OrderState.CANCELLED: 4, OrderState.REJECTED: 4, OrderState.EXPIRED: 4,
+}
+ALLOWED: dict[OrderState, frozenset[OrderState]] = {
+    OrderState.NEW: frozenset({OrderState.SENT, OrderState.REJECTED, OrderState.CANCELLED}),
+    OrderState.SENT: frozenset(set(OrderState) - {OrderState.NEW, OrderState.SENT}),
+    OrderState.ACKNOWLEDGED: frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED,
+                                        OrderState.REJECTED, OrderState.EXPIRED}),
+    OrderState.PARTIALLY_FILLED: frozenset({OrderState.PARTIALLY_FILLED, OrderState.FILLED, OrderState.CANCELLED,
+                                            OrderState.EXPIRED}),
+}
+PROTECTIVE = frozenset({IntentPurpose.STOP_LOSS, IntentPurpose.TAKE_PROFIT})
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a decision came from: journaled with every order."""
+
+    strategy: str
+    mode: str
+    bar_at_ns: int | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    feature_snapshot_hash: str | None = None
+
+
+@dataclass
+class ManagedOrder:
+    intent: OrderIntent
+    lineage: Lineage
+    broker: str
+    state: OrderState = OrderState.NEW
+    broker_order_id: str | None = None
+    filled_quantity: int = 0
+    average_price: Decimal | None = None
+    status_message: str = ""
+    unconfirmed: bool = False  # sent, outcome unknown: look it up by client order id before anything else
+    held_for_parent: bool = False  # a bracket leg waiting for its parent's fill
+    events: list[str] = field(default_factory=list)
+
+    @property
+    def client_order_id(self) -> str:
+        return self.intent.client_order_id
+
+    @property
+    def is_open(self) -> bool:
+        return not self.state.is_terminal
+
+
+class OrderJournal(Protocol):
+    """What the order manager needs from the journal (see executor/journal.py)."""
+
+    def save_order(self, order: ManagedOrder) -> None: ...
+
+    def record_fill(self, fill: Fill, broker: str) -> None: ...
+
+    def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None: ...
+
+
+def transition(order: ManagedOrder, new_state: OrderState, filled: int | None = None) -> bool:
+    """Move `order` to `new_state` if that is a forward move; returns whether anything changed."""
+    filled = order.filled_quantity if filled is None else filled
+    if filled < order.filled_quantity:
+        return False  # stale update: fills never go back
+    if order.state.is_terminal:
+        return False
+    if new_state != order.state and new_state not in ALLOWED[order.state]:
+        if RANK[new_state] < RANK[order.state]:
+            return False  # out-of-order update
+        raise InvariantViolation(
+            f"order {order.client_order_id}: illegal transition {order.state.value} -> {new_state.value}"
+        )
+    if filled > order.intent.quantity:
+        raise InvariantViolation(
+            f"order {order.client_order_id}: filled {filled} exceeds quantity {order.intent.quantity}"
+        )
+    changed = new_state != order.state or filled != order.filled_quantity
+    order.state, order.filled_quantity = new_state, filled
+    return changed
+
+
+class OrderManager:
+    def __init__(
+        self,
+        broker: Broker,
+        journal: OrderJournal,
+        *,
+        entries_allowed: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.broker = broker
+        self.journal = journal
+        self.orders: dict[str, ManagedOrder] = {}
+        self._by_broker_id: dict[str, str] = {}
+        self._entries_allowed = entries_allowed
+        self._seen_fill_ids: set[str] = set()
+        self.duplicates_refused = 0
+
+    # -- loading and reconciliation ----------------------------------------------------------------------
+    def adopt(self, orders: Iterable[ManagedOrder], fill_ids: Iterable[str] = ()) -> None:
+        """Take over orders known from the journal (after a restart)."""
+        for order in orders:
+            self.orders[order.client_order_id] = order
+            if order.broker_order_id:
+                self._by_broker_id[order.broker_order_id] = order.client_order_id
+        self._seen_fill_ids.update(fill_ids)
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the journal agree with the broker: order states, unconfirmed placements, missed fills."""
+        report = {"orders_updated": 0, "unconfirmed_resolved": 0, "fills_recovered": 0, "foreign_orders": 0}
+        for order in list(self.orders.values()):
+            if order.is_open and not order.held_for_parent:
+                found = self._lookup(order)
+                if found is not None:
+                    report["unconfirmed_resolved"] += int(order.unconfirmed)
+                    report["orders_updated"] += int(self.on_update(found))
+                elif order.unconfirmed or order.state is OrderState.NEW:
+                    # Journaled but the broker has never heard of it: it was never sent (or never arrived).
+                    self._set(order, OrderState.REJECTED, message="not found at the broker after restart")
+                    report["unconfirmed_resolved"] += 1
+        for broker_order in self.broker.orders_today():
+            if broker_order.client_order_id and broker_order.client_order_id in self.orders:
+                report["orders_updated"] += int(self.on_update(broker_order))
+            else:
+                report["foreign_orders"] += 1
+        for fill in self.broker.fills_today():
+            report["fills_recovered"] += int(self.on_fill(fill))
+        self._release_and_oco()
+        return report
+
+    def _lookup(self, order: ManagedOrder) -> BrokerOrder | None:
+        try:
+            return self.broker.order_by_client_id(order.client_order_id)
+        except TransientBrokerError as error:
+            log.warning("lookup of %s failed: %s", order.client_order_id, error)
+            return None
+
+    # -- commands ---------------------------------------------------------------------------------------
+    def submit(self, intent: OrderIntent, lineage: Lineage) -> ManagedOrder | None:
+        """Journal and send one intent. A known client order id is never sent again."""
+        known = self.orders.get(intent.client_order_id)
+        if known is not None:
+            self.duplicates_refused += 1
+            log.info("client order id %s already known (%s): not sent again", intent.client_order_id,
+                     known.state.value)
+            return known
+        if intent.purpose is IntentPurpose.ENTRY and not self._entries_allowed():
+            log.warning("entry %s refused: entries are paused", intent.client_order_id)
+            self.journal.record_event("entry_refused", {"client_order_id": intent.client_order_id})
+            return None
+        order = ManagedOrder(intent=intent, lineage=lineage, broker=self.broker.name)
+        parent = self.orders.get(intent.parent_client_order_id or "")
+        # Brokers without contingent orders get a bracket leg only once its entry has filled.
+        contingent = bool(getattr(self.broker, "supports_contingent_orders", False))
+        if intent.purpose in PROTECTIVE and parent is not None and parent.filled_quantity == 0 and not contingent:
+            order.held_for_parent = True
+        self.orders[intent.client_order_id] = order
+        self.journal.save_order(order)  # durable before anything reaches the broker
+        if not order.held_for_parent:
+            self._send(order)
+        return order
+
+    def _send(self, order: ManagedOrder) -> None:
+        intent = order.intent
+        if order.held_for_parent:
+            parent = self.orders[intent.parent_client_order_id or ""]
+            intent = replace(intent, quantity=parent.filled_quantity, parent_client_order_id=None)
+            order.intent = intent
+            order.held_for_parent = False
+        self._set(order, OrderState.SENT)
+        try:
+            placed = self.broker.place(intent)
+        except PlacementUnconfirmed as error:
+            order.unconfirmed = True
+            order.status_message = str(error)
+            self.journal.save_order(order)
+            log.warning("placement of %s unconfirmed; will reconcile by client order id", order.client_order_id)
+            return
+        except OrderRejectedError as error:
+            self._set(order, OrderState.REJECTED, message=str(error))
+            return
+        except TransientBrokerError as error:
+            order.unconfirmed = True
+            order.status_message = str(error)
+            self.journal.save_order(order)
+            log.warning("placement of %s hit %s; will reconcile", order.client_order_id, type(error).__name__)
+            return
+        self.on_update(placed)
+
+    def cancel(self, client_order_id: str) -> None:
+        order = self.orders.get(client_order_id)
+        if order is None or not order.is_open:
+            return
+        if order.held_for_parent or order.broker_order_id is None:
+            if not order.unconfirmed:
+                self._set(order, OrderState.CANCELLED, message="cancelled before it was sent")
+            return
+        try:
+            self.on_update(self.broker.cancel(order.broker_order_id))
+        except OrderRejectedError as error:
+            log.info("cancel of %s refused (%s); polling will tell its final state", client_order_id, error)
+        except TransientBrokerError as error:
+            log.warning("cancel of %s failed transiently: %s", client_order_id, error)
+
+    def modify_stop(self, client_order_id: str, stop_price: Decimal) -> None:
+        order = self.orders.get(client_order_id)
+        if order is None or not order.is_open or order.broker_order_id is None:
+            return
+        try:
+            self.on_update(self.broker.modify(order.broker_order_id, stop_price=stop_price))
+            order.intent = replace(order.intent, stop_price=stop_price)
+            self.journal.save_order(order)
+        except (OrderRejectedError, TransientBrokerError) as error:
+            log.warning("modify of %s failed: %s", client_order_id, error)
+
+    # -- updates ----------------------------------------------------------------------------------------
+    def on_update(self, update: BrokerOrder) -> bool:
+        """Apply a broker order update (stream or poll). Returns whether the order changed."""
+        client_id = update.client_order_id or self._by_broker_id.get(update.broker_order_id)
+        order = self.orders.get(client_id or "")
+        if order is None:
+            return False
+        if order.broker_order_id is None:
+            order.broker_order_id = update.broker_order_id
+            self._by_broker_id[update.broker_order_id] = order.client_order_id
+        was_unconfirmed = order.unconfirmed
+        order.unconfirmed = False
+        if update.average_price is not None:
+            order.average_price = update.average_price
+        changed = transition(order, update.state, update.filled_quantity) or was_unconfirmed
+        if changed:
+            order.status_message = update.status_message or order.status_message
+            self.journal.save_order(order)
+            self._release_and_oco()
+        return changed
+
+    def on_fill(self, fill: Fill) -> bool:
+        """Record a fill once (fill ids are the broker's trade ids)."""
+        if fill.fill_id in self._seen_fill_ids:
+            return False
+        self._seen_fill_ids.add(fill.fill_id)
+        self.journal.record_fill(fill, self.broker.name)
+        return True
+
+    def poll(self) -> int:
+        """The fallback to the stream: refresh every open order from the broker."""
+        changed = 0
+        try:
+            for update in self.broker.orders_today():
+                changed += int(self.on_update(update))
+            for fill in self.broker.fills_today():
+                self.on_fill(fill)
+        except TransientBrokerError as error:
+            log.warning("poll failed: %s", error)
+            return changed
+        for order in list(self.orders.values()):
+            if order.unconfirmed:
+                found = self._lookup(order)
+                if found is not None:
+                    changed += int(self.on_update(found))
+        self._release_and_oco()
+        return changed
+
+    def _release_and_oco(self) -> None:
+        for order in list(self.orders.values()):
+            parent_id = order.intent.parent_client_order_id
+            if order.held_for_parent and parent_id:
+                parent = self.orders.get(parent_id)
+                if parent is not None and parent.filled_quantity > 0 and parent.state is OrderState.FILLED:
+                    self._send(order)
+                elif parent is not None and parent.state.is_terminal and parent.filled_quantity == 0:
+                    self._set(order, OrderState.CANCELLED, message="parent never filled")
+        # OCO: a filled protective leg cancels its open sibling for the same entry.
+        for order in list(self.orders.values()):
+            if order.intent.purpose in PROTECTIVE and order.state is OrderState.FILLED:
+                for sibling in self.orders.values():
+                    if (sibling is not order and sibling.is_open and sibling.intent.purpose in PROTECTIVE
+                            and sibling.intent.instrument_key == order.intent.instrument_key
+                            and sibling.lineage.strategy == order.lineage.strategy):
+                        self.cancel(sibling.client_order_id)
+
+    def _set(self, order: ManagedOrder, state: OrderState, message: str = "") -> None:
+        if transition(order, state) or message:
+            if message:
+                order.status_message = message
+            self.journal.save_order(order)
+
+    # -- views ------------------------------------------------------------------------------------------
+    def open_orders(self) -> list[ManagedOrder]:
+        return [order for order in self.orders.values() if order.is_open]
+
+    def pending_quantity(self, instrument_key: str, purposes: frozenset[IntentPurpose]) -> int:
+        """Signed remaining quantity of open orders of the given purposes."""
+        return sum(
+            int(order.intent.side) * (order.intent.quantity - order.filled_quantity)
+            for order in self.orders.values()
+            if order.is_open and order.intent.instrument_key == instrument_key and order.intent.purpose in purposes
+        )
+
+
+def order_from_row(row: dict[str, object]) -> ManagedOrder:
+    """Rebuild a ManagedOrder from a journal row (see executor/journal.py)."""
+
+    def decimal(name: str) -> Decimal | None:
+        value = row.get(name)
+        return None if value is None else Decimal(str(value))
+
+    intent = OrderIntent(
+        client_order_id=str(row["client_order_id"]), instrument_key=str(row["instrument_key"]),
+        side=Side(int(str(row["side"]))), quantity=int(str(row["quantity"])),
+        order_type=OrderType(str(row["order_type"])), purpose=IntentPurpose(str(row["purpose"])),
+        limit_price=decimal("limit_price"), stop_price=decimal("stop_price"), product=ProductType(str(row["product"])),
+        parent_client_order_id=None if row.get("parent_client_order_id") is None
+        else str(row["parent_client_order_id"]),
+    )
+    lineage = Lineage(
+        strategy=str(row["strategy"]), mode=str(row["mode"]),
+        bar_at_ns=None if row.get("bar_at_ns") is None else int(str(row["bar_at_ns"])),
+        model_name=None if row.get("model_name") is None else str(row["model_name"]),
+        model_version=None if row.get("model_version") is None else str(row["model_version"]),
+        feature_snapshot_hash=None if row.get("feature_snapshot_hash") is None
+        else str(row["feature_snapshot_hash"]),
+    )
+    return ManagedOrder(
+        intent=intent, lineage=lineage, broker=str(row["broker"]), state=OrderState(str(row["state"])),
+        broker_order_id=None if row.get("broker_order_id") is None else str(row["broker_order_id"]),
+        filled_quantity=int(str(row.get("filled_quantity") or 0)), average_price=decimal("average_price"),
+        status_message=str(row.get("status_message") or ""), unconfirmed=bool(row.get("unconfirmed", False)),
+        held_for_parent=bool(row.get("held_for_parent", False)),
+    )

@@ -1,0 +1,277 @@
+"""The executor service: start-up (settings, journal, broker, model, reconciliation, warm-up) and the loops.
+
+Start-up order matters for money: the journal spool is applied, open orders are re-adopted from the
+journal and reconciled with the broker *before* the first new decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import psycopg2
+import psycopg2.extensions
+
+from executor.journal import Journal
+from executor.metrics import Metrics
+from executor.oms import OrderManager
+from executor.settings import BrokerName, ExecutorSettings, TradingMode
+from executor.trader import BarSlice, OnnxChampion, Scorer, SmaCrossScorer, Trader
+from tradeloom.adapters.brokers.paper import PaperBroker
+from tradeloom.adapters.pgcluster import LocalCluster
+from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments
+from tradeloom.broker import Broker
+from tradeloom.calendars import session_context
+from tradeloom.domain import Instrument, Timeframe
+from tradeloom.engine.state import Universe
+from tradeloom.errors import ConfigError, DatabaseUnavailableError
+from tradeloom.features.online import OnlineFeatureEngine
+from tradeloom.features.spec import spec_hash
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+
+
+def _notify(message: str) -> None:
+    """systemd sd_notify (READY=1, WATCHDOG=1, STOPPING=1); a no-op outside systemd."""
+    try:
+        import sdnotify
+
+        sdnotify.SystemdNotifier().notify(message)
+    except (ImportError, OSError):
+        pass
+
+
+@dataclass
+class ReplaySummary:
+    bars: int = 0
+    decisions: int = 0
+    orders: int = 0
+    fills: int = 0
+    start_equity: float = 0.0
+    end_equity: float = 0.0
+    reconcile: dict[str, int] = field(default_factory=dict)
+    step_ms: list[float] = field(default_factory=list)
+
+
+class ExecutorService:
+    def __init__(self, settings: ExecutorSettings, *, broker: Broker | None = None) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.metrics = Metrics(settings.metrics_port)
+        self.timeframe = Timeframe(settings.timeframe)
+        self.journal = Journal(settings.state_dir / "journal", self._connect, strategy=settings.engine.strategy,
+                               mode=settings.trading_mode.value)
+        conn = self._connect()
+        try:
+            keys = settings.instruments or None
+            self.instruments: list[Instrument] = load_instruments(conn, keys)
+        finally:
+            conn.close()
+        if not self.instruments:
+            raise ConfigError("no instruments to trade: set instruments=[...] or ingest some first")
+        self.keys = tuple(instrument.key for instrument in self.instruments)
+        self.universe = Universe.of(self.instruments)
+        self.broker = broker or self._make_broker()
+        self.orders = OrderManager(self.broker, self.journal, entries_allowed=self._entries_allowed)
+        self.features = OnlineFeatureEngine(self.keys, self.timeframe.value)
+        self.scorer = self._load_scorer()
+        self.trader = Trader(
+            universe=self.universe, config=settings.engine, broker=self.broker, orders=self.orders,
+            journal=self.journal, features=self.features, scorer=self.scorer, mode=settings.trading_mode.value,
+            cash=settings.cash, state_path=settings.state_dir / "engine-state.json",
+        )
+        self.reconcile_report: dict[str, int] = {}
+
+    # -- wiring ---------------------------------------------------------------------------------------------
+    def _connect(self) -> psycopg2.extensions.connection:
+        url = self.settings.database_url or LocalCluster(self.settings.home / "pg").url(
+            self.settings.database_role, self.settings.database_name)
+        try:
+            return psycopg2.connect(url, connect_timeout=3, application_name="tradeloom-executor")
+        except psycopg2.OperationalError as error:
+            raise DatabaseUnavailableError(f"executor database unreachable: {str(error).strip()[:200]}") from error
+
+    def _make_broker(self) -> Broker:
+        settings = self.settings
+        if settings.broker is BrokerName.PAPER:
+            return PaperBroker(self.keys, cash=settings.cash, config=settings.paper,
+                               state_path=settings.state_dir / "paper-account.json")
+        raise ConfigError(
+            f"broker={settings.broker.value!r}: construct it with its adapter (see README, 'real brokers') and pass "
+            "it to ExecutorService(broker=...)"
+        )
+
+    def _load_scorer(self) -> Scorer:
+        model = self.settings.model
+        if model.startswith("baseline:"):
+            if model != "baseline:sma_cross":
+                raise ConfigError(f"model={model!r}: the only baseline is 'baseline:sma_cross'")
+            return SmaCrossScorer(len(self.keys))
+        if not model.startswith("mlflow:"):
+            raise ConfigError(f"model={model!r}: expected 'mlflow:<registered name>' or 'baseline:sma_cross'")
+        from tradeloom.adapters.registry import RegistryTarget, load_scorer
+
+        uri = self.settings.mlflow_tracking_uri or LocalCluster(self.settings.home / "pg").sqlalchemy_url(
+            "tradeloom_owner", "mlflow")
+        target = RegistryTarget(uri, self.settings.home / "mlartifacts")
+        loaded, scorer = load_scorer(target, model.removeprefix("mlflow:"), self.features.spec.names, spec_hash())
+        log.info("loaded model %s version %s", loaded.name, loaded.version)
+        return OnnxChampion(scorer, loaded.name, loaded.version, len(self.keys), len(self.features.spec.names))
+
+    def _entries_allowed(self) -> bool:
+        return self.journal.db_healthy and not self.trader.kill_switch and not self.trader.entries_paused
+
+    # -- start-up -------------------------------------------------------------------------------------------
+    def start(self) -> dict[str, int]:
+        """Journal spool applied, orders adopted and reconciled with the broker: before any decision."""
+        orders, fill_ids = self.journal.load_orders()
+        self.orders.adopt(orders, fill_ids)
+        self.reconcile_report = self.orders.reconcile()
+        self.journal.record_event("start", {"mode": self.settings.trading_mode.value, "model": self.scorer.name,
+                                            "version": self.scorer.version, "reconcile": self.reconcile_report})
+        log.info("reconciled with %s: %s", self.broker.name, self.reconcile_report)
+        return self.reconcile_report
+
+    def warm_up(self, matrix: BarMatrix) -> None:
+        """Feed bars before the session into the online features and the scorer, without trading."""
+        for t in range(len(matrix.bar_at_ns)):
+            features = self.features.step(int(matrix.bar_at_ns[t]), matrix.open[t], matrix.high[t], matrix.low[t],
+                                          matrix.close[t], matrix.volume[t])
+            self.scorer.score(features, matrix.close[t])
+
+    def check_controls(self) -> None:
+        kill_file = self.settings.kill_switch_path()
+        engaged = kill_file.exists()
+        if engaged and not self.trader.kill_switch:
+            self.engage_kill_switch("file", kill_file.read_text(encoding="utf-8").strip()[:200])
+        pause_file = self.settings.state_dir / "PAUSE"
+        self.trader.entries_paused = pause_file.exists()
+
+    def engage_kill_switch(self, actor: str, reason: str = "") -> None:
+        """Stop entries; cancel working entries; flatten or keep protective stops per config."""
+        self.trader.kill_switch = True
+        log.error("kill switch engaged by %s: %s", actor, reason)
+        self.journal.set_control("kill_switch", True, actor, reason)
+        self.journal.record_event("kill_switch", {"reason": reason}, actor=actor)
+        for order in self.orders.open_orders():
+            if order.intent.purpose.value in {"entry"}:
+                self.orders.cancel(order.client_order_id)
+        self.metrics.kill_switch.set(1)
+
+    # -- loops ----------------------------------------------------------------------------------------------
+    def bar_slice(self, matrix: BarMatrix, t: int) -> BarSlice:
+        bar_at = int(matrix.bar_at_ns[t])
+        day, minutes = session_context(self.instruments, bar_at, self.timeframe.seconds)
+        source = "replay:batches=" + ",".join(str(b) for b in matrix.ingest_batches[:5])
+        return BarSlice(bar_at, matrix.open[t], matrix.high[t], matrix.low[t], matrix.close[t], matrix.volume[t],
+                        session_day=day, minutes_to_close=minutes, source=source)
+
+    def run_replay(self, start: datetime, end: datetime, *, warmup_bars: int | None = None,
+                   speed: float = 0.0, require_validated: bool = False) -> ReplaySummary:
+        """Drive the service from stored bars (paper broker, accelerated: `speed` seconds between bars)."""
+        if self.settings.trading_mode is TradingMode.LIVE:
+            raise ConfigError("replay runs with trading_mode='replay' or 'paper', never 'live'")
+        start_ns, end_ns = int(start.timestamp() * NS), int(end.timestamp() * NS)
+        conn = self._connect()
+        try:
+            matrix = load_bar_matrix(conn, self.timeframe, self.keys, start_ns, end_ns,
+                                     require_validated=require_validated)
+            warm = warmup_bars if warmup_bars is not None else self.settings.warmup_bars
+            if warm and self.trader.bars_done == 0 and self.features.bar_count.max() == 0:
+                history = load_bar_matrix(conn, self.timeframe, self.keys, start_ns - warm * self.timeframe.seconds
+                                          * NS * 3, start_ns)
+                keep = slice(max(len(history.bar_at_ns) - warm, 0), None)
+                self.warm_up(BarMatrix(history.keys, history.bar_at_ns[keep], history.open[keep],
+                                       history.high[keep], history.low[keep], history.close[keep],
+                                       history.volume[keep]))
+        finally:
+            conn.close()
+        summary = ReplaySummary(reconcile=dict(self.reconcile_report))
+        positions, cash, _ = self.trader.portfolio()
+        summary.start_equity = cash + float(np.nansum(positions * np.nan_to_num(matrix.close[0]))) if len(
+            matrix.bar_at_ns) else cash
+        self._install_signals()
+        _notify("READY=1")
+        for t in range(len(matrix.bar_at_ns)):
+            if self.stop_requested.is_set():
+                break
+            self.check_controls()
+            bar = self.bar_slice(matrix, t)
+            if self.features.last_bar_at.max() >= bar.bar_at_ns:
+                continue  # already traded before a restart: never decide the same bar twice
+            self.trader.on_bar_close(bar)
+            summary.bars += 1
+            summary.step_ms.append(self.trader.last_step_seconds * 1000)
+            self.metrics.observe_step(self.trader.last_step_seconds)
+            if t % 5 == 0:
+                self.orders.poll()
+            self.journal.flush()
+            self.metrics.update(self.orders, self.trader, self.journal)
+            _notify("WATCHDOG=1")
+            if speed:
+                time.sleep(speed)
+        self.journal.flush()
+        summary.decisions = summary.bars
+        summary.orders = len(self.orders.orders)
+        summary.fills = len(self.broker.fills_today())
+        positions, cash, _ = self.trader.portfolio()
+        last = matrix.close[-1] if len(matrix.bar_at_ns) else np.zeros(len(self.keys))
+        marks = np.where(np.isfinite(last), last, self.trader.state.last_close)
+        summary.end_equity = cash + float(np.nansum(positions * np.nan_to_num(marks)))
+        return summary
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            del frame
+            log.warning("signal %s: stopping after the current bar", signum)
+            _notify("STOPPING=1")
+            self.stop_requested.set()
+
+        def _kill(signum: int, frame: FrameType | None) -> None:
+            del signum, frame
+            self.engage_kill_switch("signal", "SIGUSR1")
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGUSR1, _kill)
+
+    def close(self) -> None:
+        self.journal.record_event("stop", {"bars": self.trader.bars_done})
+        self.journal.close()
+
+
+def describe_day(service: ExecutorService) -> dict[str, Any]:
+    """The day's orders, fills, PnL and the lineage of one order, read back from the journal."""
+    conn = service._connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "select client_order_id, instrument_key, side, quantity, filled_quantity, order_type, purpose, state,"
+                " average_price, model_name, model_version, feature_snapshot_hash, bar_at from orders"
+                " where strategy = %s and mode = %s order by created_at, client_order_id",
+                (service.settings.engine.strategy, service.settings.trading_mode.value),
+            )
+            orders = cur.fetchall()
+            cur.execute("select count(*), coalesce(sum(fees), 0) from fills f join orders o using (client_order_id)"
+                        " where o.strategy = %s and o.mode = %s",
+                        (service.settings.engine.strategy, service.settings.trading_mode.value))
+            fills = cur.fetchone()
+    finally:
+        conn.close()
+    return {"orders": orders, "fills": fills, "at": datetime.now(tz=UTC).isoformat()}
+
+
+def default_paths(settings: ExecutorSettings) -> dict[str, Path]:
+    return {"state": settings.state_dir, "kill": settings.kill_switch_path(), "pause": settings.state_dir / "PAUSE"}

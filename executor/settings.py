@@ -1,0 +1,103 @@
+"""Executor settings (pydantic-settings, env prefix TRADELOOM_EXECUTOR_, optional YAML/JSON config file).
+
+Safe defaults: paper trading, small limits. Secrets are SecretStr and only ever read by the adapters.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tradeloom.engine.config import BrokerConfig, EngineConfig
+from tradeloom.errors import ConfigError
+from tradeloom.settings import project_root
+
+
+class TradingMode(StrEnum):
+    PAPER = "paper"
+    LIVE = "live"
+    REPLAY = "replay"
+
+
+class BrokerName(StrEnum):
+    PAPER = "paper"
+    KITE = "kite"
+    FYERS = "fyers"
+
+
+class ExecutorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRADELOOM_EXECUTOR_", env_file=".env", extra="ignore",
+                                      env_nested_delimiter="__")
+
+    trading_mode: TradingMode = TradingMode.PAPER
+    broker: BrokerName = BrokerName.PAPER
+    strategy: str = "tradeloom"
+    home: Path = Field(default_factory=lambda: project_root() / ".loom")
+    database_url: str | None = None
+    database_name: str = "tradeloom"
+    database_role: str = "tradeloom_executor"
+    instruments: list[str] = Field(default_factory=list)  # EXCHANGE:SYMBOL; empty = every instrument with bars
+    timeframe: str = "1m"
+    # "mlflow:<registered name>" loads <name>@champion as ONNX; "baseline:sma_cross" needs no model.
+    model: str = "baseline:sma_cross"
+    mlflow_tracking_uri: str | None = None
+    cash: float = 1_000_000.0
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    paper: BrokerConfig = Field(default_factory=BrokerConfig)
+    warmup_bars: int = Field(default=200, ge=0)  # bars restored into the online features at start-up
+    stale_feed_seconds: float = Field(default=30.0, gt=0)
+    late_tick_grace_seconds: float = Field(default=2.0, ge=0)
+    model_poll_bars: int = Field(default=5, ge=1)  # how often (in bars) to look for a moved @champion
+    kill_switch_file: Path | None = None
+    kill_switch_flattens: bool = False  # on kill: cancel entries and flatten, or keep positions with their stops
+    metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1:<port>
+    health_flag: Path | None = None  # the premarket DAG's verdict; live trading refuses a red or missing flag
+    kite_api_key: str | None = None
+    kite_api_secret: SecretStr | None = None
+    kite_access_token: SecretStr | None = None
+    kite_root: str | None = None
+    fyers_client_id: str | None = None
+    fyers_access_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _live_needs_real_broker(self) -> ExecutorSettings:
+        if self.trading_mode is TradingMode.LIVE and self.broker is BrokerName.PAPER:
+            raise ConfigError("trading_mode='live' needs broker='kite' or 'fyers' (the paper broker is not live)")
+        if self.trading_mode is TradingMode.LIVE and self.model.startswith("baseline:"):
+            raise ConfigError(f"trading_mode='live' needs a registered model, got model={self.model!r}")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "executor" / self.strategy
+
+    def kill_switch_path(self) -> Path:
+        return self.kill_switch_file or self.state_dir / "KILL"
+
+
+def load_settings(config: Path | None, **overrides: Any) -> ExecutorSettings:
+    """Settings from the environment, then a JSON/YAML config file, then explicit overrides."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"--config {config}: file not found")
+        text = config.read_text(encoding="utf-8")
+        try:
+            if config.suffix in {".yaml", ".yml"}:
+                import yaml
+
+                values = yaml.safe_load(text) or {}
+            else:
+                values = json.loads(text)
+        except ValueError as error:
+            raise ConfigError(f"--config {config}: not valid {config.suffix.lstrip('.')}: {error}") from error
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return ExecutorSettings(**values)
+    except ValueError as error:
+        raise ConfigError(f"executor settings: {error}") from error

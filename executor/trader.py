@@ -1,0 +1,202 @@
+"""One bar close through the one engine: features -> model -> engine step -> order manager.
+
+The cycle mirrors `pipelines.backtest.run_backtest` step for step (broker matching for the bar, then the
+engine on the bar's close, then cancels, then intents), so a replayed day gives the backtest's orders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from executor.journal import Journal
+from executor.oms import Lineage, OrderManager
+from tradeloom.broker import Broker
+from tradeloom.domain import IntentPurpose
+from tradeloom.engine.baselines import sma_cross_direction, one_hot
+from tradeloom.engine.config import EngineConfig
+from tradeloom.engine.state import EngineInputs, EngineState, StepResult, Universe
+from tradeloom.engine.step import step
+from tradeloom.features.online import OnlineFeatureEngine
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+# Engine rules read these names; the feature spec calls them by their full names.
+FEATURE_ALIASES = {"atr": "atr_14", "realised_vol": "rvol_20"}
+WORKING = frozenset({IntentPurpose.ENTRY, IntentPurpose.EXIT, IntentPurpose.SQUARE_OFF})
+
+
+class Scorer(Protocol):
+    """Turns the latest features into (N, 3) probabilities (down, flat, up)."""
+
+    name: str
+    version: str
+
+    def score(self, features: FloatArray, close: FloatArray) -> FloatArray: ...
+
+
+class SmaCrossScorer:
+    """The SMA-cross baseline as a scorer: the same function the backtester's baseline uses."""
+
+    version = "baseline"
+
+    def __init__(self, size: int, fast: int = 10, slow: int = 20) -> None:
+        self.name = f"baseline:sma_cross_{fast}_{slow}"
+        self.fast, self.slow = fast, slow
+        self.closes = np.full((slow + 1, size), np.nan)
+
+    def score(self, features: FloatArray, close: FloatArray) -> FloatArray:
+        del features
+        has_bar = np.isfinite(close)
+        self.closes[:-1, has_bar] = self.closes[1:, has_bar]
+        self.closes[-1, has_bar] = close[has_bar]
+        direction = sma_cross_direction(self.closes, self.fast, self.slow)[-1]
+        return one_hot(np.where(has_bar, direction, 0).astype(np.int8))
+
+
+class OnnxChampion:
+    """A registered model served by onnxruntime; keeps the last `window` feature rows per instrument."""
+
+    def __init__(self, scorer: object, name: str, version: str, size: int, n_features: int) -> None:
+        self._scorer = scorer
+        self.name, self.version = name, version
+        window = int(getattr(scorer, "window", 1))
+        self.rows = np.full((size, window, n_features), np.nan)
+
+    def score(self, features: FloatArray, close: FloatArray) -> FloatArray:
+        has_bar = np.isfinite(close)
+        self.rows[has_bar, :-1] = self.rows[has_bar, 1:]
+        self.rows[has_bar, -1] = features[has_bar]
+        probabilities = np.asarray(self._scorer.predict_proba(self.rows), dtype=np.float64)  # type: ignore[attr-defined]
+        flat = np.array([0.0, 1.0, 0.0])
+        return np.where(has_bar[:, None], probabilities, flat)
+
+
+@dataclass(frozen=True)
+class BarSlice:
+    """The closed bars of one period across the universe (NaN where an instrument has no bar)."""
+
+    bar_at_ns: int
+    open: FloatArray
+    high: FloatArray
+    low: FloatArray
+    close: FloatArray
+    volume: FloatArray
+    session_day: int = 0
+    minutes_to_close: FloatArray | None = None
+    source: str = "live"
+
+
+class Trader:
+    def __init__(
+        self,
+        *,
+        universe: Universe,
+        config: EngineConfig,
+        broker: Broker,
+        orders: OrderManager,
+        journal: Journal,
+        features: OnlineFeatureEngine,
+        scorer: Scorer,
+        mode: str,
+        cash: float,
+        state_path: Path | None = None,
+    ) -> None:
+        self.universe, self.config, self.broker, self.orders = universe, config, broker, orders
+        self.journal, self.features, self.scorer, self.mode = journal, features, scorer, mode
+        self.state_path = state_path
+        self.state = self._load_state(cash)
+        self.kill_switch = False
+        self.entries_paused = False
+        self.last_step_seconds = 0.0
+        self.bars_done = 0
+
+    # -- state persistence ---------------------------------------------------------------------------------
+    def _load_state(self, cash: float) -> EngineState:
+        if self.state_path is not None and self.state_path.exists():
+            data = json.loads(self.state_path.read_text(encoding="utf-8"))
+            return EngineState.from_dict(data)
+        return EngineState.initial(len(self.universe), cash, self.config.risk.history_bars)
+
+    def _save_state(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(self.state.to_dict(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.state_path)
+
+    # -- the cycle -------------------------------------------------------------------------------------------
+    def portfolio(self) -> tuple[npt.NDArray[np.int64], float, npt.NDArray[np.int64]]:
+        index = {key: i for i, key in enumerate(self.universe.keys)}
+        positions = np.zeros(len(self.universe), dtype=np.int64)
+        for position in self.broker.positions():
+            if position.instrument_key in index:
+                positions[index[position.instrument_key]] += position.quantity
+        pending = np.array([self.orders.pending_quantity(key, WORKING) for key in self.universe.keys], dtype=np.int64)
+        return positions, float(self.broker.funds().available_cash), pending
+
+    def on_bar_close(self, bar: BarSlice) -> StepResult:
+        started = time.perf_counter()
+        match = getattr(self.broker, "on_bar", None)
+        if match is not None:  # the paper broker matches its orders against this bar, like the backtester
+            for sim in match(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume):
+                self.orders.on_fill(sim.fill)
+        matrix = self.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        probabilities = self.scorer.score(matrix, bar.close)
+        names = self.features.spec.names
+        feature_arrays = {name: matrix[:, column] for column, name in enumerate(names)}
+        for alias, name in FEATURE_ALIASES.items():
+            if name in feature_arrays:
+                feature_arrays[alias] = feature_arrays[name]
+        positions, cash, pending = self.portfolio()
+        inputs = EngineInputs(
+            universe=self.universe, bar_at_ns=bar.bar_at_ns, open=bar.open, high=bar.high, low=bar.low,
+            close=bar.close, volume=bar.volume, probabilities=probabilities, positions=positions, cash=cash,
+            pending=pending, features=feature_arrays, session_day=bar.session_day,
+            minutes_to_close=bar.minutes_to_close, kill_switch=self.kill_switch,
+        )
+        result = step(self.config, self.state, inputs)
+        lineage = Lineage(
+            strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns, model_name=self.scorer.name,
+            model_version=self.scorer.version,
+            feature_snapshot_hash=hashlib.sha256(np.nan_to_num(matrix, nan=-1e300).tobytes()).hexdigest()[:16],
+        )
+        record = result.record.to_dict(self.universe.keys)
+        record["probabilities"] = {key: [round(float(p), 6) for p in probabilities[i]]
+                                   for i, key in enumerate(self.universe.keys)}
+        self.journal.record_decision(lineage, record, bar.source)
+        for client_id in result.cancels:
+            self.orders.cancel(client_id)
+        for intent in result.intents:
+            if intent.purpose is IntentPurpose.ENTRY and self.entries_paused:
+                continue
+            self.orders.submit(intent, lineage)
+        self.state = result.state
+        self._save_state()
+        self._snapshot(bar)
+        self.bars_done += 1
+        self.last_step_seconds = time.perf_counter() - started
+        return result
+
+    def _snapshot(self, bar: BarSlice) -> None:
+        positions, cash, _ = self.portfolio()
+        marks = np.where(np.isfinite(bar.close), bar.close, self.state.last_close)
+        values = positions * np.nan_to_num(marks)
+        self.journal.record_equity(
+            bar.bar_at_ns, cash + float(values.sum()), cash, float(np.abs(values).sum()), float(values.sum()), 0.0,
+            {key: {"quantity": int(positions[i]), "mark": float(np.nan_to_num(marks[i]))}
+             for i, key in enumerate(self.universe.keys) if positions[i] != 0},
+        )

@@ -1,0 +1,1 @@
+{{ gated_bars('bars_1m', '1m') }}

@@ -1,0 +1,319 @@
+"""Training: walk-forward folds of LightGBM / LSTM / Transformer direction models and their ensemble,
+calibrated, evaluated out of sample next to the baselines, then logged and registered in MLflow.
+
+`train(data, config)` takes plain time-ordered arrays (one instrument); `train_from_db` reads them from
+the store; `demo_train` is the lead's demo hook.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipelines.learners import FittedModel, fit_model, lightgbm_importance
+from tradeloom.errors import ConfigError, DataQualityError
+from tradeloom.models.calibration import apply_temperature, fit_temperature
+from tradeloom.models.compatibility import ModelCard
+from tradeloom.models.config import GateConfig, ModelKind, TrainConfig
+from tradeloom.models.folds import TrainingFold, plan_folds
+from tradeloom.models.gate import CandidateSummary, GateDecision, decide
+from tradeloom.models.labels import CLASSES
+from tradeloom.models.metrics import FoldMetrics, evaluate
+from tradeloom.models.trading import (
+    TradingMetrics,
+    positions_from_probabilities,
+    sma_cross_positions,
+    strategy_returns,
+    trading_metrics,
+)
+from tradeloom.settings import project_root
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BASELINES = ("buy_and_hold", "sma_cross")
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """One instrument's time-ordered rows with known labels (the last `horizon` rows already dropped)."""
+
+    features: FloatArray
+    labels: IntArray
+    forward_return: FloatArray
+    timestamps_ns: IntArray
+    feature_names: tuple[str, ...]
+    spec_hash: str
+    # Close-to-next-close log return per row: what a position held for one bar earns.
+    next_return: FloatArray | None = None
+    close: FloatArray | None = None
+    lineage: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.labels.shape[0]
+        if self.features.ndim != 2 or self.features.shape != (n, len(self.feature_names)):
+            raise DataQualityError(
+                f"features shape {self.features.shape} must be (rows={n}, features={len(self.feature_names)})"
+            )
+        for name in ("forward_return", "timestamps_ns", "next_return", "close"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (n,):
+                raise DataQualityError(f"{name} shape {value.shape} must be ({n},)")
+        if not np.isin(self.labels, (0, 1, 2)).all():
+            raise DataQualityError(f"labels must be in {{0, 1, 2}} ({', '.join(CLASSES)}); drop unknown rows first")
+        if not np.isfinite(self.features).all():
+            raise DataQualityError("features hold NaN or infinite values; drop warm-up rows first")
+
+    def returns_for_trading(self) -> FloatArray:
+        # With a one-bar horizon the label's forward return is exactly the next-bar return.
+        return self.next_return if self.next_return is not None else self.forward_return
+
+
+@dataclass
+class ModelOutcome:
+    kind: ModelKind
+    fold_metrics: list[FoldMetrics]
+    oos_metrics: FoldMetrics
+    trading: TradingMetrics
+    fold_trading: list[TradingMetrics]
+    oos_probabilities: FloatArray
+    valid_probabilities: list[FloatArray]
+    test_probabilities: list[FloatArray]
+    temperature: float
+    seconds: float
+    final: FittedModel | None = None
+    card: ModelCard | None = None
+    onnx_bytes: bytes | None = None
+    run_id: str | None = None
+    version: str | None = None
+    gate: GateDecision | None = None
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    folds: list[TrainingFold]
+    test_rows: IntArray
+    oos_window: str
+    outcomes: dict[ModelKind, ModelOutcome]
+    baselines: dict[str, TradingMetrics]
+    trading_source: str
+    lineage: dict[str, str]
+    champion_version: str | None = None
+
+    def comparison_rows(self) -> list[dict[str, Any]]:
+        """The side-by-side out-of-sample table: models and baselines on the same test rows, after costs."""
+        rows: list[dict[str, Any]] = []
+        for kind, outcome in self.outcomes.items():
+            rows.append({
+                "model": kind.value, "version": outcome.version or "-", "log_loss": outcome.oos_metrics.log_loss,
+                "accuracy": outcome.oos_metrics.accuracy,
+                "balanced_accuracy": outcome.oos_metrics.balanced_accuracy,
+                "roc_auc": outcome.oos_metrics.roc_auc, "ic": outcome.oos_metrics.information_coefficient,
+                **outcome.trading.model_dump(), "train_seconds": outcome.seconds,
+            })
+        for name, metrics in self.baselines.items():
+            rows.append({"model": name, "version": "-", "log_loss": float("nan"), "accuracy": float("nan"),
+                         "balanced_accuracy": float("nan"), "roc_auc": float("nan"), "ic": float("nan"),
+                         **metrics.model_dump(), "train_seconds": 0.0})
+        return rows
+
+
+def _git_commit() -> str:
+    try:
+        answer = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True,  # noqa: S607
+                                text=True, check=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return answer.stdout.strip() or "unknown"
+
+
+def _stamp(ns: int) -> str:
+    return str(np.datetime64(int(ns), "ns").astype("datetime64[s]")) + "Z"
+
+
+def _fit_kind(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], config: TrainConfig) -> ModelOutcome:
+    started = time.perf_counter()
+    params = config.lightgbm if kind is ModelKind.LIGHTGBM else config.sequence_params(kind)
+    valid_p, test_p, fold_metrics = [], [], []
+    model: FittedModel | None = None
+    temperature = 1.0
+    for fold in folds:
+        model = fit_model(kind, data.features, data.labels, fold.fit, fold.valid, params, config.seed)
+        raw_valid = model.predict_raw(data.features, fold.valid)
+        temperature = fit_temperature(raw_valid, data.labels[fold.valid])
+        valid_p.append(apply_temperature(raw_valid, temperature))
+        test_p.append(apply_temperature(model.predict_raw(data.features, fold.test), temperature))
+        fold_metrics.append(evaluate(data.labels[fold.test], test_p[-1], data.forward_return[fold.test]))
+        log.info("%s fold %d: %s", kind.value, fold.number, fold_metrics[-1].flat())
+    outcome = _outcome(kind, data, folds, config, valid_p, test_p, fold_metrics, temperature,
+                       time.perf_counter() - started)
+    outcome.final = model
+    return outcome
+
+
+def _outcome(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], config: TrainConfig,
+             valid_p: list[FloatArray], test_p: list[FloatArray], fold_metrics: list[FoldMetrics],
+             temperature: float, seconds: float) -> ModelOutcome:
+    test_rows = np.concatenate([fold.test for fold in folds])
+    oos = np.vstack(test_p)
+    returns = data.returns_for_trading()
+    fold_trading = []
+    for fold, probabilities in zip(folds, test_p, strict=True):
+        positions = positions_from_probabilities(probabilities)
+        fold_trading.append(trading_metrics(strategy_returns(positions, returns[fold.test], config.costs.cost_bps),
+                                            positions, config.periods_per_year))
+    positions = positions_from_probabilities(oos)
+    trading = trading_metrics(strategy_returns(positions, returns[test_rows], config.costs.cost_bps), positions,
+                              config.periods_per_year)
+    return ModelOutcome(
+        kind=kind, fold_metrics=fold_metrics,
+        oos_metrics=evaluate(data.labels[test_rows], oos, data.forward_return[test_rows]),
+        trading=trading, fold_trading=fold_trading, oos_probabilities=oos, valid_probabilities=valid_p,
+        test_probabilities=test_p, temperature=temperature, seconds=seconds,
+    )
+
+
+def _ensemble(outcomes: dict[ModelKind, ModelOutcome], data: TrainingData, folds: list[TrainingFold],
+              config: TrainConfig) -> ModelOutcome:
+    assert config.ensemble is not None  # noqa: S101 - callers check
+    members = config.ensemble.members
+    weights = np.asarray(config.ensemble.weights or [1.0] * len(members), dtype=np.float64)
+    weights = weights / weights.sum()
+    valid_p, test_p, fold_metrics = [], [], []
+    temperature = 1.0
+    for position, fold in enumerate(folds):
+        valid = sum(w * outcomes[m].valid_probabilities[position] for w, m in zip(weights, members, strict=True))
+        test = sum(w * outcomes[m].test_probabilities[position] for w, m in zip(weights, members, strict=True))
+        temperature = fit_temperature(np.asarray(valid), data.labels[fold.valid])
+        valid_p.append(apply_temperature(np.asarray(valid), temperature))
+        test_p.append(apply_temperature(np.asarray(test), temperature))
+        fold_metrics.append(evaluate(data.labels[fold.test], test_p[-1], data.forward_return[fold.test]))
+    seconds = sum(outcomes[m].seconds for m in members)
+    return _outcome(ModelKind.ENSEMBLE, data, folds, config, valid_p, test_p, fold_metrics, temperature, seconds)
+
+
+def _baselines(data: TrainingData, test_rows: IntArray, config: TrainConfig) -> dict[str, TradingMetrics]:
+    returns = data.returns_for_trading()[test_rows]
+    hold = np.ones(test_rows.size)
+    out = {"buy_and_hold": trading_metrics(strategy_returns(hold, returns, config.costs.cost_bps), hold,
+                                           config.periods_per_year)}
+    if data.close is not None:
+        # Computed on the whole series so the first test bar already has its moving averages.
+        cross = sma_cross_positions(data.close)[test_rows]
+        out["sma_cross"] = trading_metrics(strategy_returns(cross, returns, config.costs.cost_bps), cross,
+                                           config.periods_per_year)
+    return out
+
+
+def _card(kind: ModelKind, model: FittedModel, data: TrainingData, config: TrainConfig,
+          temperature: float) -> ModelCard:
+    return ModelCard(name=config.registered_model_name, kind=kind.value, feature_names=data.feature_names,
+                     feature_spec_hash=data.spec_hash, window=model.window, temperature=temperature)
+
+
+def train(data: TrainingData, config: TrainConfig, target: Any | None = None, *,
+          with_artifacts: bool = True) -> TrainResult:
+    """Walk-forward training and evaluation; with a RegistryTarget, also logs, registers and gates."""
+    if config.ensemble is not None:
+        missing = [m.value for m in config.ensemble.members if m not in config.models]
+        if missing:
+            raise ConfigError(f"ensemble members {missing} are not trained models {[m.value for m in config.models]}")
+    folds = plan_folds(data.timestamps_ns, config)
+    test_rows = np.concatenate([fold.test for fold in folds])
+    outcomes: dict[ModelKind, ModelOutcome] = {}
+    for kind in config.models:
+        outcome = _fit_kind(kind, data, folds, config)
+        assert outcome.final is not None  # noqa: S101 - _fit_kind always fits at least one fold
+        outcome.card = _card(kind, outcome.final, data, config, outcome.temperature)
+        outcome.onnx_bytes = outcome.final.to_onnx(len(data.feature_names))
+        outcomes[kind] = outcome
+    if config.ensemble is not None:
+        outcomes[ModelKind.ENSEMBLE] = _ensemble(outcomes, data, folds, config)
+    lineage = {
+        **data.lineage, "feature_spec_hash": data.spec_hash, "git_commit": _git_commit(),
+        "data_first_at": _stamp(int(data.timestamps_ns[0])), "data_last_at": _stamp(int(data.timestamps_ns[-1])),
+        "rows": str(data.labels.size),
+    }
+    oos_window = f"{_stamp(int(data.timestamps_ns[test_rows[0]]))}..{_stamp(int(data.timestamps_ns[test_rows[-1]]))}"
+    result = TrainResult(config=config, folds=folds, test_rows=test_rows, oos_window=oos_window, outcomes=outcomes,
+                         baselines=_baselines(data, test_rows, config), trading_source="vectorised (engine pending)",
+                         lineage=lineage)
+    if target is not None:
+        from pipelines.train_tracking import log_and_register
+
+        log_and_register(result, data, target, with_artifacts=with_artifacts)
+    return result
+
+
+def gate_against_champion(target: Any, name: str, challenger: CandidateSummary, gate: GateConfig) -> GateDecision:
+    from tradeloom.adapters.registry import CHAMPION, alias_version, candidate_summary
+
+    champion_version = alias_version(target, name, CHAMPION)
+    champion = candidate_summary(target, name, champion_version) if champion_version else None
+    return decide(challenger, champion, gate)
+
+
+def load_config(path: Path) -> TrainConfig:
+    import yaml  # type: ignore[import-untyped]
+
+    from tradeloom.models.config import parse_config
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"training config {path}: cannot read YAML: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"training config {path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return parse_config(raw)
+
+
+def config_json(config: TrainConfig) -> str:
+    return json.dumps(config.model_dump(mode="json"), sort_keys=True)
+
+
+def summary_metrics(outcome: ModelOutcome) -> dict[str, float]:
+    out = {f"oos_{key}": value for key, value in outcome.oos_metrics.flat().items()}
+    out.update({f"oos_{key}": value for key, value in outcome.trading.model_dump().items()})
+    out["train_seconds"] = outcome.seconds
+    out["temperature"] = outcome.temperature
+    return out
+
+
+def feature_importance(outcome: ModelOutcome, names: Sequence[str]) -> dict[str, float] | None:
+    if outcome.kind is ModelKind.LIGHTGBM and outcome.final is not None:
+        return lightgbm_importance(outcome.final, list(names))
+    return None
+
+
+DEFAULT_CONFIG = Path("configs") / "direction_daily.yaml"
+
+
+def train_from_db(db: Any, config: TrainConfig, target: Any | None) -> tuple[TrainResult, TrainingData]:
+    from pipelines.training_data import load_training_data
+
+    data, config = load_training_data(db, config)
+    return train(data, config, target), data
+
+
+def demo_train(db: Any) -> list[dict[str, Any]]:
+    """The demo hook: LightGBM + LSTM on the bundled AAPL daily bars, logged and registered in the local
+    MLflow, `@champion` set if there is none; returns the side-by-side out-of-sample table rows."""
+    from pipelines.mlflow_server import registry_target
+
+    config = load_config(project_root() / DEFAULT_CONFIG)
+    result, _ = train_from_db(db, config, registry_target(db.settings))
+    rows = result.comparison_rows()
+    for row in rows:
+        row["oos_window"] = result.oos_window
+        row["champion"] = "@champion" if row["version"] == result.champion_version else ""
+    return rows

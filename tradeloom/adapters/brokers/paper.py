@@ -1,0 +1,184 @@
+"""The paper broker: the engine's simulated broker behind the broker port, with its state on disk.
+
+Fills come from the same `SimulatedBroker` the backtester uses (same cost, slippage, gap and partial-fill
+rules), so a replayed day through the executor trades exactly like the backtest. It accepts bracket legs
+natively (`supports_contingent_orders`), as the backtester does. Its state is written atomically after
+every change, so a restart continues the same account.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback
+from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+from tradeloom.engine.config import BrokerConfig
+from tradeloom.engine.simbroker import SimFill, SimulatedBroker
+from tradeloom.errors import InputError, OrderRejectedError
+
+log = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+
+
+class PaperBroker:
+    name = "paper"
+    supports_contingent_orders = True
+
+    def __init__(self, keys: Sequence[str], *, cash: float, config: BrokerConfig | None = None,
+                 state_path: Path | None = None) -> None:
+        self.state_path = state_path
+        self._on_order: OrderCallback | None = None
+        self._orders: dict[str, BrokerOrder] = {}
+        self._intents: dict[str, OrderIntent] = {}
+        self._fills: list[Fill] = []
+        self.sim: SimulatedBroker
+        if state_path is not None and state_path.exists():
+            self._load(state_path)
+            if tuple(keys) != self.sim.keys:
+                raise InputError(f"paper account {state_path} trades {self.sim.keys}, asked for {tuple(keys)}")
+        else:
+            self.sim = SimulatedBroker(config or BrokerConfig(), tuple(keys), cash)
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def _load(self, path: Path) -> None:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        self.sim = SimulatedBroker.from_dict(data["sim"])
+        for raw in data["intents"]:
+            intent = OrderIntent(
+                raw["client_order_id"], raw["instrument_key"], Side(raw["side"]), raw["quantity"],
+                OrderType(raw["order_type"]), IntentPurpose(raw["purpose"]),
+                None if raw["limit_price"] is None else Decimal(raw["limit_price"]),
+                None if raw["stop_price"] is None else Decimal(raw["stop_price"]),
+                ProductType(raw["product"]), raw["parent_client_order_id"],
+            )
+            self._intents[intent.client_order_id] = intent
+        for raw in data["fills"]:
+            self._fills.append(Fill(raw["client_order_id"], raw["instrument_key"], Side(raw["side"]), raw["quantity"],
+                                    Decimal(raw["price"]), raw["filled_at_ns"], raw["fill_id"], Decimal(raw["fees"])))
+        for client_id in self._intents:
+            self._orders[client_id] = self._snapshot(client_id)
+
+    def save(self) -> None:
+        if self.state_path is None:
+            return
+        from tradeloom.engine.simbroker import _intent_to_dict
+
+        data = {
+            "sim": self.sim.to_dict(),
+            "intents": [_intent_to_dict(intent) for intent in self._intents.values()],
+            "fills": [{"client_order_id": f.client_order_id, "instrument_key": f.instrument_key, "side": int(f.side),
+                       "quantity": f.quantity, "price": str(f.price), "filled_at_ns": f.filled_at_ns,
+                       "fill_id": f.fill_id, "fees": str(f.fees)} for f in self._fills],
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(self.state_path)
+
+    # -- the port -----------------------------------------------------------------------------------------
+    def _snapshot(self, client_id: str) -> BrokerOrder:
+        intent = self._intents[client_id]
+        working = next((o for o in self.sim.open_orders() if o.intent.client_order_id == client_id), None)
+        fills = [f for f in self._fills if f.client_order_id == client_id]
+        filled = sum(f.quantity for f in fills)
+        state = self.sim.order_state(client_id) or OrderState.REJECTED
+        average = (sum(f.price * f.quantity for f in fills) / filled) if filled else None
+        quantity = working.quantity if working is not None and working.quantity > 0 else intent.quantity
+        return BrokerOrder(
+            broker_order_id=f"P-{client_id}", client_order_id=client_id, instrument_key=intent.instrument_key,
+            side=intent.side, quantity=max(quantity, filled), filled_quantity=filled, state=state,
+            order_type=intent.order_type, product=intent.product, limit_price=intent.limit_price,
+            stop_price=intent.stop_price, average_price=None if average is None else Decimal(average),
+        )
+
+    def place(self, intent: OrderIntent) -> BrokerOrder:
+        try:
+            self.sim.submit(intent)
+        except InputError as error:
+            raise OrderRejectedError(str(error)) from error
+        self._intents.setdefault(intent.client_order_id, intent)
+        order = self._snapshot(intent.client_order_id)
+        self._orders[intent.client_order_id] = order
+        self.save()
+        return order
+
+    def modify(self, broker_order_id: str, *, quantity: int | None = None, limit_price: Decimal | None = None,
+               stop_price: Decimal | None = None, order_type: OrderType | None = None) -> BrokerOrder:
+        raise OrderRejectedError("the paper broker does not modify orders: cancel and place a new one")
+
+    def cancel(self, broker_order_id: str) -> BrokerOrder:
+        client_id = broker_order_id.removeprefix("P-")
+        if client_id not in self._intents:
+            raise OrderRejectedError(f"cancel: no paper order {broker_order_id!r}")
+        self.sim.cancel(client_id)
+        self.save()
+        return self._refresh(client_id)
+
+    def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        return self._snapshot(client_order_id) if client_order_id in self._intents else None
+
+    def open_orders(self) -> list[BrokerOrder]:
+        return [self._snapshot(o.intent.client_order_id) for o in self.sim.open_orders()]
+
+    def orders_today(self) -> list[BrokerOrder]:
+        return [self._snapshot(client_id) for client_id in self._intents]
+
+    def positions(self) -> list[BrokerPosition]:
+        out = []
+        for index, key in enumerate(self.sim.keys):
+            quantity = int(self.sim.positions[index])
+            if quantity:
+                out.append(BrokerPosition(key, ProductType.INTRADAY, quantity, self._average_price(key, quantity)))
+        return out
+
+    def _average_price(self, key: str, quantity: int) -> Decimal:
+        # Average of the fills that built the current position (last-in, walking back).
+        remaining, cost = abs(quantity), Decimal(0)
+        for fill in reversed([f for f in self._fills if f.instrument_key == key]):
+            if int(fill.side) * quantity <= 0 or remaining == 0:
+                break
+            take = min(remaining, fill.quantity)
+            cost += fill.price * take
+            remaining -= take
+        return cost / (abs(quantity) - remaining) if abs(quantity) > remaining else Decimal(0)
+
+    def fills_today(self) -> list[Fill]:
+        return list(self._fills)
+
+    def funds(self) -> Funds:
+        return Funds(available_cash=Decimal(repr(self.sim.cash)), used_margin=Decimal(0))
+
+    # -- paper only: the feed drives the matching ----------------------------------------------------------
+    def set_order_callback(self, callback: OrderCallback | None) -> None:
+        self._on_order = callback
+
+    def on_bar(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
+               volume: FloatArray) -> list[SimFill]:
+        before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
+        fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
+        self._fills.extend(sim.fill for sim in fills)
+        self.save()
+        touched = {sim.fill.client_order_id for sim in fills} | {
+            client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state}
+        for client_id in sorted(touched, key=lambda c: list(self._intents).index(c)):
+            order = self._refresh(client_id)
+            if self._on_order is not None:
+                self._on_order(order)
+        return fills
+
+    def _refresh(self, client_id: str) -> BrokerOrder:
+        order = self._snapshot(client_id)
+        self._orders[client_id] = order
+        return order
+

@@ -124,11 +124,13 @@ class Journal:
         self.outages = 0
 
     # -- writing --------------------------------------------------------------------------------------
-    def _append(self, kind: str, data: dict[str, Any]) -> None:
+    def _append(self, kind: str, data: dict[str, Any], *, durable: bool = False) -> None:
+        """Append to the spool; `durable` fsyncs now (an order about to be sent), else `flush` does."""
         with self._lock:
             self._handle.write(json.dumps({"kind": kind, "data": data}, default=str) + "\n")
             self._handle.flush()
-            os.fsync(self._handle.fileno())
+            if durable:
+                os.fsync(self._handle.fileno())
             self.pending += 1
 
     def save_order(self, order: ManagedOrder) -> None:
@@ -136,7 +138,7 @@ class Journal:
         record["event_key"] = uuid.uuid4().hex
         record["detail"] = json.dumps({"message": order.status_message[:500], "unconfirmed": order.unconfirmed,
                                        "held_for_parent": order.held_for_parent})
-        self._append("order", record)
+        self._append("order", record, durable=order.state.value in {"new", "sent"})
 
     def record_fill(self, fill: Fill, broker: str) -> None:
         self._append("fill", {
@@ -182,6 +184,7 @@ class Journal:
                         entry = json.loads(line)
                         cur.execute(_APPLY[entry["kind"]], entry["data"])
             except (psycopg2.Error, DatabaseUnavailableError) as error:
+                os.fsync(self._handle.fileno())  # the spool is now the only copy: make it durable
                 if self.db_healthy:
                     self.outages += 1
                     log.error("journal database unavailable (%s); %d records held in %s", type(error).__name__,

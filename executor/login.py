@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from pydantic import SecretStr
@@ -26,8 +27,14 @@ def kite_login_url(api_key: str) -> str:
     return str(KiteConnect(api_key=api_key).login_url())
 
 
-def kite_login(api_key: str, api_secret: SecretStr, request_token: str, token_file: Path,
-               root: str = "https://api.kite.trade", timeout_seconds: float = 7.0) -> str:
+def kite_login(
+    api_key: str,
+    api_secret: SecretStr,
+    request_token: str,
+    token_file: Path,
+    root: str = "https://api.kite.trade",
+    timeout_seconds: float = 7.0,
+) -> str:
     """Exchange `request_token` for today's access token, write it to `token_file`; returns the user id."""
     from kiteconnect import KiteConnect
 
@@ -37,7 +44,7 @@ def kite_login(api_key: str, api_secret: SecretStr, request_token: str, token_fi
     client = KiteConnect(api_key=api_key, root=root, timeout=timeout_seconds)
     try:
         session = client.generate_session(request_token, api_secret=api_secret.get_secret_value())
-    except Exception as error:  # noqa: BLE001 - translated at the boundary
+    except Exception as error:
         raise translate(error, "login") from error
     user_id = str(session.get("user_id", ""))
     TokenFile(token_file).write(SecretStr(str(session["access_token"])), user_id)
@@ -50,9 +57,11 @@ login_app = typer.Typer(help="Broker logins (daily session tokens).", no_args_is
 
 @login_app.command("kite")
 def login_kite_command(
-    request_token: str = typer.Option("", help="The request_token from the redirect after signing in."),
-    token_file: Path = typer.Option(DEFAULT_TOKEN_FILE, help="Where today's access token is written (mode 600)."),
-    root: str = typer.Option("https://api.kite.trade", help="Kite API root (a fake server's in tests)."),
+    request_token: Annotated[str, typer.Option(help="The request_token from the redirect after signing in.")] = "",
+    token_file: Annotated[Path, typer.Option(help="Where today's access token is written (mode 600).")] = (
+        DEFAULT_TOKEN_FILE
+    ),
+    root: Annotated[str, typer.Option(help="Kite API root (a fake server's in tests).")] = "https://api.kite.trade",
 ) -> None:
     """Exchange a Kite request token for today's access token (api key/secret from the environment)."""
     api_key = os.environ.get("TRADELOOM_KITE_API_KEY", "")

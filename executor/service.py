@@ -206,8 +206,13 @@ class ExecutorService:
                 break
             self.check_controls()
             bar = self.bar_slice(matrix, t)
-            if self.features.last_bar_at.max() >= bar.bar_at_ns:
-                continue  # already traded before a restart: never decide the same bar twice
+            if bar.bar_at_ns <= int(self.features.last_bar_at.max()):
+                continue  # this process has already seen the bar
+            if bar.bar_at_ns <= self.trader.last_bar_at_ns:
+                # Decided before a restart: only bring the features and the scorer up to date.
+                features = self.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+                self.scorer.score(features, bar.close)
+                continue
             self.trader.on_bar_close(bar)
             summary.bars += 1
             summary.step_ms.append(self.trader.last_step_seconds * 1000)

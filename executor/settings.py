@@ -36,8 +36,8 @@ class ExecutorSettings(BaseSettings):
 
     trading_mode: TradingMode = TradingMode.PAPER
     broker: BrokerName = BrokerName.PAPER
-    strategy: str = "tradeloom"
     home: Path = Field(default_factory=lambda: project_root() / ".loom")
+    state_root: Path | None = None  # journal spool, engine state, paper account, control files; default home/executor
     database_url: str | None = None
     database_name: str = "tradeloom"
     database_role: str = "tradeloom_executor"
@@ -74,7 +74,7 @@ class ExecutorSettings(BaseSettings):
 
     @property
     def state_dir(self) -> Path:
-        return self.home / "executor" / self.strategy
+        return (self.state_root or self.home / "executor") / self.engine.strategy
 
     def kill_switch_path(self) -> Path:
         return self.kill_switch_file or self.state_dir / "KILL"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,20 +121,23 @@ class Trader:
 
     # -- state persistence ---------------------------------------------------------------------------------
     def _load_state(self, cash: float) -> EngineState:
+        self.last_bar_at_ns = 0
         if self.state_path is not None and self.state_path.exists():
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            return EngineState.from_dict(data)
+            self.last_bar_at_ns = int(data["last_bar_at_ns"])
+            return EngineState.from_dict(data["engine"])
         return EngineState.initial(len(self.universe), cash, self.config.risk.history_bars)
 
-    def _save_state(self) -> None:
+    def _save_state(self, bar_at_ns: int) -> None:
+        """Engine state after `bar_at_ns`, replaced atomically (a process crash leaves the old or the new file;
+        the journal and the broker, not this file, are the record of money)."""
+        self.last_bar_at_ns = bar_at_ns
         if self.state_path is None:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(self.state.to_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        temporary.write_text(json.dumps({"last_bar_at_ns": bar_at_ns, "engine": self.state.to_dict()}),
+                             encoding="utf-8")
         temporary.replace(self.state_path)
 
     # -- the cycle -------------------------------------------------------------------------------------------
@@ -185,7 +187,7 @@ class Trader:
                 continue
             self.orders.submit(intent, lineage)
         self.state = result.state
-        self._save_state()
+        self._save_state(bar.bar_at_ns)
         self._snapshot(bar)
         self.bars_done += 1
         self.last_step_seconds = time.perf_counter() - started

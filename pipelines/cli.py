@@ -260,7 +260,8 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("TRADELOOM_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns (not raises) typer.Exit codes in this mode
+        sys.exit(code if isinstance(code, int) else 0)
     except TradeloomError as error:
         Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {error}", highlight=False, markup=True)
         sys.exit(2)

@@ -54,6 +54,7 @@ class DriftSettings(BaseSettings):
     expected_slippage_bps: float = Field(default=5.0, ge=0.0)
     max_slippage_gap_bps: float = Field(default=10.0, ge=0.0)
     min_fill_rate: float = Field(default=0.9, ge=0.0, le=1.0)
+    report_dir: Path | None = None  # default: <home>/reports
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ def run_drift(db: Database, window_end: datetime, settings: DriftSettings | None
     window_start = datetime.fromtimestamp(stamps[current_rows[0]] / 1e9, UTC)
     reference_span = (datetime.fromtimestamp(stamps[reference_rows[0]] / 1e9, UTC),
                       datetime.fromtimestamp(stamps[reference_rows[-1]] / 1e9, UTC)) if reference_rows.size else None
-    report_dir = report_dir or db.settings.home / "reports"
+    report_dir = report_dir or settings.report_dir or db.settings.home / "reports"
     html_path = report_dir / f"drift_{config.strategy}_{window_end:%Y%m%dT%H%M}.html"
     columns, prediction = evidently_drift(reference, current, usable, score_column, html_path)
     lookback_start = window_end - timedelta(days=settings.decision_lookback_days)

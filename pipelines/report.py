@@ -49,6 +49,7 @@ class ReportSettings(BaseSettings):
     smtp_timeout_seconds: float = 30.0
     airflow_url: str = "http://127.0.0.1:8080"
     mlflow_url: str = "http://127.0.0.1:5000"
+    report_dir: Path | None = None  # default: <home>/reports
 
 
 @dataclass
@@ -208,8 +209,12 @@ def prepare_report(db: Database, day: date, settings: ReportSettings | None = No
     report_path = (summary.drift or {}).get("report_path")
     attachments = [Path(report_path)] if report_path and Path(report_path).is_file() else []
     message = build_message(summary, settings, attachments)
-    report_dir = report_dir or db.settings.home / "reports"
+    report_dir = report_dir or settings.report_dir or db.settings.home / "reports"
     eml = write_eml(message, report_dir / f"daily_{summary.strategy}_{day.isoformat()}.eml")
+    # The HTML body alone, for senders that build their own MIME (Airflow's SmtpHook).
+    body = message.get_body(preferencelist=("html",))
+    html_path = eml.with_suffix(".html")
+    html_path.write_text(body.get_content() if body is not None else "", encoding="utf-8")
     record = {"pnl": summary.pnl, "orders": summary.orders_by_state, "fills": summary.fills,
               "drift_status": summary.drift["status"] if summary.drift else None,
               "champion_version": summary.champion_version, "data_quality": summary.data_quality}
@@ -222,7 +227,8 @@ def prepare_report(db: Database, day: date, settings: ReportSettings | None = No
             "updated_at = now()",
             (day, summary.strategy, str(message["Subject"]), settings.recipients, str(eml),
              [str(p) for p in attachments], json.dumps(record, default=str)))
-    return {"eml_path": str(eml), "subject": str(message["Subject"]), "sender": settings.sender,
+    return {"eml_path": str(eml), "html_path": str(html_path), "subject": str(message["Subject"]),
+            "sender": settings.sender,
             "recipients": list(settings.recipients), "attachments": [str(p) for p in attachments],
             "strategy": summary.strategy, "day": day.isoformat(), "summary": json.loads(json.dumps(
                 {**asdict(summary), "day": day.isoformat()}, default=str))}

@@ -264,7 +264,7 @@ def gate_against_champion(target: Any, name: str, challenger: CandidateSummary, 
 
 
 def load_config(path: Path) -> TrainConfig:
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     from tradeloom.models.config import parse_config
 

@@ -119,7 +119,8 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
     try:
         matrix = feature_matrix(db, timeframe=config.timeframe, instrument_ids=[instrument_id])
     except Exception as error:  # marts not built yet: fall back rather than fail the demo
-        log.warning("feature marts unavailable (%s); using the built-in features", error)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("feature marts unavailable (%s); using the built-in features", reason)
         return None
     if matrix.instrument_id.size == 0:
         return None

@@ -338,3 +338,41 @@ def demo_gate(db: Database) -> list[str]:
         lines.append(f"  Data Docs: {report.data_docs_path}")
     lines.append(f"Data Docs index: {docs_index(db.settings.home / 'gx')}")
     return lines
+
+
+def gate_failures(
+    db: Database, table: str, start: datetime, end: datetime, instrument_ids: list[int] | None = None,
+) -> list[tuple[int, date, str]]:
+    """(instrument_id, UTC day, 'failed' | 'unvalidated') of every cell in [start, end) that holds rows
+    of `table` but has not passed the gate. Empty means the interval may be consumed."""
+    spec = table_spec(table)
+    start_utc, end_utc = _utc(start, "start"), _utc(end, "end")
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute(
+            f"""
+            select c.instrument_id, c.day, coalesce(g.status, 'unvalidated')
+            from (select distinct instrument_id, ({spec.time_column} at time zone 'UTC')::date as day
+                  from {table} where {spec.time_column} >= %(start)s and {spec.time_column} < %(end)s
+                  and (%(ids)s::integer[] is null or instrument_id = any(%(ids)s::integer[]))) c
+            left join data_gate g on g.target_table = %(table)s and g.instrument_id = c.instrument_id
+                 and g.day = c.day
+            where g.status is distinct from 'passed'
+            order by 1, 2
+            """,
+            {"start": start_utc, "end": end_utc, "ids": instrument_ids, "table": table},
+        )
+        return [(int(i), day, str(status)) for i, day, status in cur.fetchall()]
+
+
+def require_gate_passed(
+    db: Database, table: str, start: datetime, end: datetime, instrument_ids: list[int] | None = None,
+) -> None:
+    """Raise DataQualityError unless every cell of [start, end) with rows in `table` has passed the gate."""
+    blocked = gate_failures(db, table, start, end, instrument_ids)
+    if blocked:
+        shown = ", ".join(f"instrument {i} {day.isoformat()} {status}" for i, day, status in blocked[:10])
+        raise DataQualityError(
+            f"{table} [{start.isoformat()}, {end.isoformat()}): {len(blocked)} instrument-days have not passed "
+            f"the data gate ({shown}{' …' if len(blocked) > 10 else ''}); expected every day validated and "
+            f"passed (`tradeloom validate {table} --start … --end …`)"
+        )

@@ -4,6 +4,7 @@ reduced to what the gate needs (which expectation failed on which rows)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -67,10 +68,16 @@ def gx_context(gx_root: Path) -> Any:
         raise ConfigError(f"Great Expectations config not found at {config_path}")
     config = YAML(typ="safe").load(config_path.read_text(encoding="utf-8"))
     gx_root.mkdir(parents=True, exist_ok=True)
-    return gx.get_context(
-        project_config=DataContextConfig(**config), context_root_dir=str(gx_root),
-        runtime_environment={"tradeloom_suites_dir": f"{expectations_dir() / 'suites'}/"},
-    )
+    context = gx.get_context(project_config=DataContextConfig(**config), context_root_dir=str(gx_root))
+    for path in sorted((expectations_dir() / "suites").glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        suite = gx.ExpectationSuite(**data)
+        # GX only logs an expectation it cannot parse; a gate silently missing a check must not start.
+        if len(suite.expectations) != len(data.get("expectations", [])):
+            raise ConfigError(f"{path}: {len(data['expectations']) - len(suite.expectations)} expectation(s) "
+                              "could not be parsed by Great Expectations (see the log)")
+        context.suites.add_or_update(suite)
+    return context
 
 
 def _columns(kwargs: dict[str, Any]) -> tuple[str, ...]:
@@ -118,11 +125,9 @@ def _checkpoint(gx_root: Path, table: str, time_column: str) -> Any:
     suite = context.suites.get(table)
     # One pandas datasource per table: replacing a shared one would drop the other tables' assets.
     name = f"{DATASOURCE}_{table}"
-    source = next((s for s in context.data_sources.all().values() if s.name == name), None)
-    source = source or context.data_sources.add_pandas(name)
-    asset = next((a for a in source.assets if a.name == table), None) or source.add_dataframe_asset(table)
-    batch = next((b for b in asset.batch_definitions if b.name == "frame"), None)
-    batch = batch or asset.add_batch_definition_whole_dataframe("frame")
+    # Re-created each process: a datasource read back from the generated config has no live context.
+    source = context.data_sources.add_or_update_pandas(name)
+    batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("frame")
     definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=table, data=batch,
                                                                                       suite=suite))
     return context.checkpoints.add_or_update(gx.Checkpoint(

@@ -156,7 +156,9 @@ class MarketDataBroker(Protocol):
 
     def instruments(self) -> list[Instrument]: ...
 
-    def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime) -> BarColumns: ...
+    def historical_bars(
+        self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime
+    ) -> BarColumns: ...
 
     def stream(
         self,

@@ -30,7 +30,9 @@ UNVALIDATED_DAY = "2024-01-03"
 
 def _reset_marts(db: Database) -> None:
     with db.transaction(db.settings.owner_role) as conn, conn.cursor() as cur:
-        cur.execute("drop table if exists features, labels cascade")
+        # TimescaleDB drops a hypertable only on its own.
+        cur.execute("drop table if exists labels")
+        cur.execute("drop table if exists features")
 
 
 def _pass_gate(db: Database, *, skip: tuple[str, str] | None = None, day: str | None = None) -> None:
@@ -116,7 +118,7 @@ def test_labels_forward_return_and_direction_follow_definition(built: Database) 
     matrix = feature_matrix(built, timeframe="1d")
     horizon = DEFAULT_SPEC.labels.horizon
     assert matrix.features.shape[1] == len(DEFAULT_SPEC.names)
-    stamps, grid = adjusted_bars(built, "1d", [int(matrix.instrument_id[0])])
+    _, grid = adjusted_bars(built, "1d", [int(matrix.instrument_id[0])])
     close = grid[:, 0, 3]
     rows = matrix.instrument_id == matrix.instrument_id[0]
     expected = np.full(len(close), np.nan)

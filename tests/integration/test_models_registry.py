@@ -37,7 +37,8 @@ pytestmark = pytest.mark.db
 
 
 @pytest.fixture(scope="module")
-def mlflow_target(test_settings: PipelineSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryTarget]:
+def mlflow_target(test_settings: PipelineSettings,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryTarget]:
     """A private MLflow database on the local cluster and artifacts under a tmp path."""
     cluster = LocalCluster(test_settings.pg_dir)
     cluster.up()
@@ -128,7 +129,7 @@ def _promote(mlflow_target: RegistryTarget, cli_env: dict[str, str], tmp_path: P
     path.write_text(yaml.safe_dump(base), encoding="utf-8")
     env = dict(cli_env, TRADELOOM_MLFLOW_TRACKING_URI=mlflow_target.tracking_uri)
     return subprocess.run([sys.executable, "-m", "pipelines.cli", "promote", "--config", str(path), "--version",
-                           version], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           version], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_promote_gate_prints_comparison_and_moves_champion_only_when_passed(
@@ -195,7 +196,7 @@ def test_live_venv_loads_champion_through_mlflow_server(
             "print(json.dumps({'version': loaded.version, 'p': scorer.predict_proba(x).tolist()}))\n"
         )
         answer = subprocess.run([str(live_python), "-c", script, str(tmp_path / "windows.npy")], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120,
+                                capture_output=True, text=True, timeout=120, check=False,
                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
     finally:
         server.stop()

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from pipelines.ingest import ingest
-from pipelines.validate import ValidationFailed, ValidationReport, broken_minute_batch, validate
+from pipelines.validate import (
+    ValidationFailed,
+    ValidationReport,
+    broken_minute_batch,
+    gate_failures,
+    require_gate_passed,
+    validate,
+)
 from tradeloom.adapters.db import Database
 from tradeloom.adapters.sources import EURUSD, bundled_batches, synthetic_batch
 from tradeloom.adapters.store import upsert_instruments
@@ -159,6 +166,19 @@ def test_validate_broken_batch_raises_naming_expectations_and_rerun_is_idempoten
                   (report.validation_run_id,))
     assert isinstance(run, list) and {item["check"] for item in run if not item["success"]} == _failed_checks(report)
 
+    # Consumers: the broken day is refused, the clean day is not, never-validated days are refused too.
+    broken_id = int(str(_scalar(clean_db, "select instrument_id from instruments where symbol = 'BROKEN'")))
+    day1, day2 = datetime(2024, 3, 4, tzinfo=UTC), datetime(2024, 3, 5, tzinfo=UTC)
+    require_gate_passed(clean_db, "bars_1m", day1, day2, [broken_id])
+    with pytest.raises(DataQualityError, match="2024-03-05 failed"):
+        require_gate_passed(clean_db, "bars_1m", day1, day2 + timedelta(days=1), [broken_id])
+    assert {status for _, _, status in gate_failures(clean_db, "bars_1m", DAY2, DAY2 + timedelta(days=1))} == {
+        "unvalidated"}
+    assert _scalar(clean_db, "select bool_and(data_gate_passed('bars_1m', instrument_id, bar_at)) from bars_1m"
+                   " where instrument_id = %s and bar_at < %s", (broken_id, day2)) is True
+    assert _scalar(clean_db, "select bool_or(data_gate_passed('bars_1m', instrument_id, bar_at)) from bars_1m"
+                   " where instrument_id = %s and bar_at >= %s", (broken_id, day2)) is False
+
     # Rerun over the same interval: the quarantined rows are gone, the hole is still there.
     gate_rows = _scalar(clean_db, "select count(*) from data_gate")
     again = _run(clean_db, gx_root, start=datetime(2024, 3, 4, tzinfo=UTC), end=datetime(2024, 3, 6, tzinfo=UTC))
@@ -240,3 +260,24 @@ def test_validate_cli_reports_failure_with_exit_code(clean_db: Database, cli_env
     assert "price_jump" in done.stderr and "holes" in done.stderr
     assert "FAIL" in done.stdout and "Data Docs:" in done.stdout
     assert _quarantine(clean_db) == [("validate:in_session", 3), ("validate:price_jump", 1)]
+
+
+def test_validate_empty_interval_passes_and_touches_no_cell(clean_db: Database, gx_root: Path) -> None:
+    _synthetic(clean_db)
+    report = _run(clean_db, gx_root, start=datetime(2030, 1, 1, tzinfo=UTC), end=datetime(2030, 1, 2, tzinfo=UTC))
+    assert (report.status, report.rows_checked, report.cells_passed + report.cells_failed) == ("passed", 0, 0)
+    assert _scalar(clean_db, "select count(*) from validation_runs") == 1
+    assert _scalar(clean_db, "select count(*) from data_gate") == 0
+
+
+def test_demo_gate_passes_clean_batches_and_quarantines_the_broken_one(clean_db: Database) -> None:
+    from pipelines.validate import demo_gate
+
+    _synthetic(clean_db)
+    lines = demo_gate(clean_db)
+    text = "\n".join(lines)
+    assert "bars_1m batch 1: passed" in text
+    assert "quarantined 1 rows: validate:price_jump" in text and "quarantined 3 rows: validate:in_session" in text
+    assert "data gate SYNTH:BROKEN 2024-03-05: failed" in text and "2024-03-04: passed" in text
+    docs = Path(lines[-1].split(": ", 1)[1])
+    assert docs.name == "index.html" and docs.is_file()

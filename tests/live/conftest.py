@@ -28,9 +28,14 @@ def kite_server() -> Iterator[FakeKiteServer]:
 
 @pytest.fixture
 def kite_config(kite_server: FakeKiteServer, tmp_path: Path) -> KiteConfig:
-    return KiteConfig(api_key=kite_server.api_key, api_secret=SecretStr(kite_server.api_secret),
-                      access_token=SecretStr(kite_server.issue_access_token()), root=kite_server.root,
-                      ws_root=kite_server.ws_root, **FAST)
+    return KiteConfig(
+        api_key=kite_server.api_key,
+        api_secret=SecretStr(kite_server.api_secret),
+        access_token=SecretStr(kite_server.issue_access_token()),
+        root=kite_server.root,
+        ws_root=kite_server.ws_root,
+        **FAST,
+    )
 
 
 @pytest.fixture
@@ -46,10 +51,16 @@ def fyers_server() -> Iterator[FakeFyersServer]:
 
 @pytest.fixture
 def fyers_config(fyers_server: FakeFyersServer, tmp_path: Path) -> FyersConfig:
-    return FyersConfig(client_id=fyers_server.client_id, secret_key=SecretStr("fyers_secret_do_not_log"),
-                       access_token=SecretStr(fyers_server.issue_access_token()), api_root=fyers_server.api_root,
-                       data_root=fyers_server.data_root, order_socket_url=fyers_server.order_socket_url,
-                       log_dir=tmp_path / "fyers-logs", **FAST)
+    return FyersConfig(
+        client_id=fyers_server.client_id,
+        secret_key=SecretStr("fyers_secret_do_not_log"),
+        access_token=SecretStr(fyers_server.issue_access_token()),
+        api_root=fyers_server.api_root,
+        data_root=fyers_server.data_root,
+        order_socket_url=fyers_server.order_socket_url,
+        log_dir=tmp_path / "fyers-logs",
+        **FAST,
+    )
 
 
 @pytest.fixture
@@ -64,8 +75,13 @@ IntentFactory = Callable[..., OrderIntent]
 def intent() -> IntentFactory:
     counter = iter(range(1, 10_000))
 
-    def make(side: Side = Side.BUY, quantity: int = 10, order_type: OrderType = OrderType.MARKET,
-             key: str = "NSE:INFY", **prices: object) -> OrderIntent:
+    def make(
+        side: Side = Side.BUY,
+        quantity: int = 10,
+        order_type: OrderType = OrderType.MARKET,
+        key: str = "NSE:INFY",
+        **prices: object,
+    ) -> OrderIntent:
         cid = client_order_id("test", key, next(counter), IntentPurpose.ENTRY)
         return OrderIntent(cid, key, side, quantity, order_type, IntentPurpose.ENTRY, **prices)  # type: ignore[arg-type]
 

@@ -47,8 +47,9 @@ def test_fyers_tables_round_trip_and_tag_prefix_stripped() -> None:
     assert symbols.to_fyers("NSE:INFY") == "NSE:INFY-EQ" and symbols.from_fyers("NSE:NIFTY50-INDEX") == "NSE:NIFTY50"
 
 
-def test_fyers_market_order_fill_position_funds(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                intent: IntentFactory, fyers_config: FyersConfig) -> None:
+def test_fyers_market_order_fill_position_funds(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory, fyers_config: FyersConfig
+) -> None:
     assert isinstance(fyers, Broker)
     placed = fyers.place(intent(quantity=10))
     found = fyers.order_by_client_id(placed.client_order_id or "")
@@ -71,9 +72,12 @@ def test_fyers_limit_modify_cancel(fyers: FyersBroker, intent: IntentFactory) ->
         fyers.cancel(placed.broker_order_id)
 
 
-@pytest.mark.parametrize("fault", [Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TIMEOUT_BEFORE])
-def test_fyers_place_fault_not_applied_unconfirmed_without_resend(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                                  intent: IntentFactory, fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault", [Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TIMEOUT_BEFORE]
+)
+def test_fyers_place_fault_not_applied_unconfirmed_without_resend(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory, fault: Fault
+) -> None:
     fyers_server.faults.arm("place", fault)
     order = intent()
     with pytest.raises(PlacementUnconfirmed):
@@ -83,16 +87,18 @@ def test_fyers_place_fault_not_applied_unconfirmed_without_resend(fyers: FyersBr
 
 
 @pytest.mark.parametrize("fault", [Fault.TIMEOUT_AFTER, Fault.DROP_CONNECTION])
-def test_fyers_place_fault_after_apply_found_by_tag(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                    intent: IntentFactory, fault: Fault) -> None:
+def test_fyers_place_fault_after_apply_found_by_tag(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory, fault: Fault
+) -> None:
     fyers_server.faults.arm("place", fault)
     order = intent()
     assert fyers.place(order).client_order_id == order.client_order_id
     assert _posts(fyers_server) == 1 and fyers_server.exchange.count_by_tag()[order.client_order_id] == 1
 
 
-def test_fyers_reject_partial_delayed_ack_states(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                 intent: IntentFactory) -> None:
+def test_fyers_reject_partial_delayed_ack_states(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory
+) -> None:
     fyers_server.faults.arm("place", Fault.REJECT)
     fyers_server.faults.arm("place", Fault.PARTIAL_FILL)
     fyers_server.faults.arm("place", Fault.DELAYED_ACK)
@@ -104,8 +110,9 @@ def test_fyers_reject_partial_delayed_ack_states(fyers: FyersBroker, fyers_serve
     assert fyers.order(delayed.broker_order_id).state is OrderState.FILLED
 
 
-def test_fyers_invalid_symbol_rejected_and_reads_retried(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                         intent: IntentFactory) -> None:
+def test_fyers_invalid_symbol_rejected_and_reads_retried(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory
+) -> None:
     with pytest.raises(OrderRejectedError, match="-50"):
         fyers.place(intent(key="NSE:NOPE"))
     fyers_server.faults.arm("read", Fault.HTTP_502, times=2)
@@ -115,15 +122,18 @@ def test_fyers_invalid_symbol_rejected_and_reads_retried(fyers: FyersBroker, fye
         fyers.funds()
 
 
-def test_fyers_cancel_transient_retried(fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory) -> None:
+def test_fyers_cancel_transient_retried(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory
+) -> None:
     placed = fyers.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("1400")))
     fyers_server.faults.arm("cancel", Fault.HTTP_503)
     fyers_server.faults.arm("cancel", Fault.TIMEOUT_BEFORE)
     assert fyers.cancel(placed.broker_order_id).state is OrderState.CANCELLED
 
 
-def test_fyers_token_expired_error_and_rollover(fyers_server: FakeFyersServer, fyers_config: FyersConfig,
-                                                intent: IntentFactory) -> None:
+def test_fyers_token_expired_error_and_rollover(
+    fyers_server: FakeFyersServer, fyers_config: FyersConfig, intent: IntentFactory
+) -> None:
     tokens = [fyers_config.access_token]
     broker = FyersBroker(fyers_config, token_provider=lambda: tokens[-1])  # type: ignore[arg-type,return-value]
     fyers_server.expire_tokens()
@@ -146,8 +156,9 @@ def test_fyers_stream_tick_callback_refused(fyers: FyersBroker) -> None:
         fyers.stream(["NSE:INFY"], on_tick=lambda tick: None)
 
 
-def test_fyers_order_socket_updates_deduplicated_and_ordered(fyers: FyersBroker, fyers_server: FakeFyersServer,
-                                                             intent: IntentFactory) -> None:
+def test_fyers_order_socket_updates_deduplicated_and_ordered(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory
+) -> None:
     updates: list[BrokerOrder] = []
     fyers.stream(["NSE:INFY"], on_order=updates.append)
     try:

@@ -13,11 +13,11 @@ from pydantic import SecretStr
 from executor.login import kite_login
 from tests.live.conftest import FAST, IntentFactory
 from tests.live.test_rate_limit_and_updates import FakeClock
-from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.adapters.brokers.fakes.faults import Fault
 from tradeloom.adapters.brokers.fakes.kite_server import FakeKiteServer
 from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.adapters.brokers.kite.execution import KiteBroker
+from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.broker import Broker, MarketDataBroker, PlacementUnconfirmed, TokenExpiredError
 from tradeloom.domain import OrderState, OrderType, Side, Timeframe
 from tradeloom.errors import OrderRejectedError, TransientBrokerError
@@ -32,8 +32,9 @@ def test_kite_broker_satisfies_both_ports(kite: KiteBroker) -> None:
     assert isinstance(kite, MarketDataBroker)
 
 
-def test_kite_market_order_fill_position_and_funds_reported(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                            intent: IntentFactory) -> None:
+def test_kite_market_order_fill_position_and_funds_reported(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     placed = kite.place(intent(quantity=10))
     assert placed.state is OrderState.SENT
     order = kite.order_by_client_id(placed.client_order_id or "")
@@ -47,7 +48,9 @@ def test_kite_market_order_fill_position_and_funds_reported(kite: KiteBroker, ki
     assert kite_server.exchange.count_by_tag()[placed.client_order_id or ""] == 1
 
 
-def test_kite_limit_rests_modify_then_cancel(kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory) -> None:
+def test_kite_limit_rests_modify_then_cancel(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     placed = kite.place(intent(side=Side.SELL, order_type=OrderType.LIMIT, limit_price=Decimal("1010")))
     assert [o.broker_order_id for o in kite.open_orders()] == [placed.broker_order_id]
     modified = kite.modify(placed.broker_order_id, limit_price=Decimal("1020"), quantity=12)
@@ -57,8 +60,9 @@ def test_kite_limit_rests_modify_then_cancel(kite: KiteBroker, kite_server: Fake
     assert kite.open_orders() == []
 
 
-def test_kite_stop_order_triggers_when_price_crosses(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                    intent: IntentFactory) -> None:
+def test_kite_stop_order_triggers_when_price_crosses(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     placed = kite.place(intent(side=Side.SELL, order_type=OrderType.STOP, stop_price=Decimal("990")))
     assert kite.order(placed.broker_order_id).state is OrderState.ACKNOWLEDGED
     kite_server.exchange.set_price("NSE:INFY", Decimal("989"))
@@ -66,9 +70,12 @@ def test_kite_stop_order_triggers_when_price_crosses(kite: KiteBroker, kite_serv
     assert filled.state is OrderState.FILLED and filled.average_price == Decimal("989")
 
 
-@pytest.mark.parametrize("fault", [Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TIMEOUT_BEFORE])
-def test_kite_place_fault_not_applied_unconfirmed_without_resend(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                                 intent: IntentFactory, fault: Fault) -> None:
+@pytest.mark.parametrize(
+    "fault", [Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TIMEOUT_BEFORE]
+)
+def test_kite_place_fault_not_applied_unconfirmed_without_resend(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory, fault: Fault
+) -> None:
     kite_server.faults.arm("place", fault)
     order = intent()
     with pytest.raises(PlacementUnconfirmed):
@@ -78,8 +85,9 @@ def test_kite_place_fault_not_applied_unconfirmed_without_resend(kite: KiteBroke
 
 
 @pytest.mark.parametrize("fault", [Fault.TIMEOUT_AFTER, Fault.DROP_CONNECTION])
-def test_kite_place_fault_after_apply_found_by_tag(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                   intent: IntentFactory, fault: Fault) -> None:
+def test_kite_place_fault_after_apply_found_by_tag(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory, fault: Fault
+) -> None:
     kite_server.faults.arm("place", fault)
     order = intent()
     placed = kite.place(order)
@@ -88,8 +96,9 @@ def test_kite_place_fault_after_apply_found_by_tag(kite: KiteBroker, kite_server
     assert kite_server.exchange.count_by_tag()[order.client_order_id] == 1
 
 
-def test_kite_place_rejection_reported_as_rejected_state(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                         intent: IntentFactory) -> None:
+def test_kite_place_rejection_reported_as_rejected_state(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     kite_server.faults.arm("place", Fault.REJECT)
     placed = kite.place(intent())
     found = kite.order(placed.broker_order_id)
@@ -101,7 +110,9 @@ def test_kite_place_invalid_symbol_order_rejected_error(kite: KiteBroker, intent
         kite.place(intent(key="NSE:NOPE"))
 
 
-def test_kite_delayed_ack_sent_until_released(kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory) -> None:
+def test_kite_delayed_ack_sent_until_released(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     kite_server.faults.arm("place", Fault.DELAYED_ACK)
     placed = kite.place(intent())
     assert kite.order(placed.broker_order_id).state is OrderState.SENT
@@ -109,7 +120,9 @@ def test_kite_delayed_ack_sent_until_released(kite: KiteBroker, kite_server: Fak
     assert kite.order(placed.broker_order_id).state is OrderState.FILLED
 
 
-def test_kite_partial_fill_then_rest_two_fills(kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory) -> None:
+def test_kite_partial_fill_then_rest_two_fills(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     kite_server.faults.arm("place", Fault.PARTIAL_FILL)
     placed = kite.place(intent(quantity=10))
     partial = kite.order(placed.broker_order_id)
@@ -120,8 +133,9 @@ def test_kite_partial_fill_then_rest_two_fills(kite: KiteBroker, kite_server: Fa
 
 
 @pytest.mark.parametrize("fault", [Fault.HTTP_503, Fault.HTTP_502, Fault.TIMEOUT_BEFORE, Fault.HTTP_429])
-def test_kite_cancel_transient_fault_retried_and_cancelled(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                           intent: IntentFactory, fault: Fault) -> None:
+def test_kite_cancel_transient_fault_retried_and_cancelled(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory, fault: Fault
+) -> None:
     placed = kite.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("900")))
     kite_server.faults.arm("cancel", fault)
     assert kite.cancel(placed.broker_order_id).state is OrderState.CANCELLED
@@ -134,8 +148,9 @@ def test_kite_cancel_filled_order_rejected_error(kite: KiteBroker, intent: Inten
 
 
 @pytest.mark.parametrize("fault", [Fault.HTTP_500, Fault.TIMEOUT_BEFORE, Fault.DROP_CONNECTION])
-def test_kite_modify_transient_fault_returns_venue_view(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                        intent: IntentFactory, fault: Fault) -> None:
+def test_kite_modify_transient_fault_returns_venue_view(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory, fault: Fault
+) -> None:
     placed = kite.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("900")))
     kite_server.faults.arm("modify", fault)
     seen = kite.modify(placed.broker_order_id, limit_price=Decimal("905"))
@@ -152,8 +167,9 @@ def test_kite_read_transient_faults_retried_then_bounded(kite: KiteBroker, kite_
         kite.positions()
 
 
-def test_kite_token_expired_static_token_token_expired_error(kite: KiteBroker, kite_server: FakeKiteServer,
-                                                             intent: IntentFactory) -> None:
+def test_kite_token_expired_static_token_token_expired_error(
+    kite: KiteBroker, kite_server: FakeKiteServer, intent: IntentFactory
+) -> None:
     kite_server.expire_tokens()
     order = intent()
     with pytest.raises(TokenExpiredError, match="login kite"):
@@ -161,29 +177,50 @@ def test_kite_token_expired_static_token_token_expired_error(kite: KiteBroker, k
     assert kite_server.exchange.count_by_tag()[order.client_order_id] == 0
 
 
-def test_kite_daily_rollover_token_file_reread_without_restart(kite_server: FakeKiteServer, tmp_path: Path,
-                                                               intent: IntentFactory) -> None:
+def test_kite_daily_rollover_token_file_reread_without_restart(
+    kite_server: FakeKiteServer, tmp_path: Path, intent: IntentFactory
+) -> None:
     token_file = tmp_path / "secrets" / "kite_token.json"
-    kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(), token_file,
-               root=kite_server.root)
+    kite_login(
+        kite_server.api_key,
+        SecretStr(kite_server.api_secret),
+        kite_server.new_request_token(),
+        token_file,
+        root=kite_server.root,
+    )
     assert token_file.stat().st_mode & 0o777 == 0o600
-    config = KiteConfig(api_key=kite_server.api_key, api_secret=SecretStr(kite_server.api_secret),
-                        token_file=token_file, root=kite_server.root, **FAST)
+    config = KiteConfig(
+        api_key=kite_server.api_key,
+        api_secret=SecretStr(kite_server.api_secret),
+        token_file=token_file,
+        root=kite_server.root,
+        **FAST,
+    )
     broker = KiteBroker(config)
     assert broker.orders_today() == []
     kite_server.expire_tokens()  # the morning session end
     with pytest.raises(TokenExpiredError):
         broker.orders_today()
-    kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(), token_file,
-               root=kite_server.root)
+    kite_login(
+        kite_server.api_key,
+        SecretStr(kite_server.api_secret),
+        kite_server.new_request_token(),
+        token_file,
+        root=kite_server.root,
+    )
     placed = broker.place(intent())  # the same broker object picks up the new token
     assert kite_server.exchange.count_by_tag()[placed.client_order_id or ""] == 1
 
 
 def test_kite_login_wrong_secret_token_expired_error(kite_server: FakeKiteServer, tmp_path: Path) -> None:
     with pytest.raises(TokenExpiredError, match="checksum"):
-        kite_login(kite_server.api_key, SecretStr("wrong"), kite_server.new_request_token(), tmp_path / "t.json",
-                   root=kite_server.root)
+        kite_login(
+            kite_server.api_key,
+            SecretStr("wrong"),
+            kite_server.new_request_token(),
+            tmp_path / "t.json",
+            root=kite_server.root,
+        )
     assert not (tmp_path / "t.json").exists()
 
 
@@ -195,7 +232,9 @@ def test_kite_instruments_and_history_bars_parsed(kite: KiteBroker) -> None:
     assert len(bars) == 30
     assert bars.bar_at[0] == int(start.timestamp()) * 1_000_000_000
     assert np.all(np.diff(bars.bar_at) == 60 * 1_000_000_000)
-    assert np.all(bars.high >= np.maximum(bars.open, bars.close)) and np.all(bars.low <= np.minimum(bars.open, bars.close))
+    assert np.all(bars.high >= np.maximum(bars.open, bars.close)) and np.all(
+        bars.low <= np.minimum(bars.open, bars.close)
+    )
     assert set(bars.instrument_key) == {"NSE:INFY"}
 
 

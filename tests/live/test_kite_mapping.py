@@ -26,12 +26,19 @@ def test_kite_tables_round_trip_every_enum_value() -> None:
     assert parsing.PRODUCT_TO_KITE[ProductType.INTRADAY] == "MIS"
 
 
-@pytest.mark.parametrize(("status", "filled", "expected"), [
-    ("OPEN", 0, OrderState.ACKNOWLEDGED), ("OPEN", 3, OrderState.PARTIALLY_FILLED),
-    ("COMPLETE", 10, OrderState.FILLED), ("CANCELLED", 3, OrderState.CANCELLED),
-    ("REJECTED", 0, OrderState.REJECTED), ("TRIGGER PENDING", 0, OrderState.ACKNOWLEDGED),
-    ("PUT ORDER REQ RECEIVED", 0, OrderState.SENT), ("SOMETHING NEW", 0, OrderState.ACKNOWLEDGED),
-])
+@pytest.mark.parametrize(
+    ("status", "filled", "expected"),
+    [
+        ("OPEN", 0, OrderState.ACKNOWLEDGED),
+        ("OPEN", 3, OrderState.PARTIALLY_FILLED),
+        ("COMPLETE", 10, OrderState.FILLED),
+        ("CANCELLED", 3, OrderState.CANCELLED),
+        ("REJECTED", 0, OrderState.REJECTED),
+        ("TRIGGER PENDING", 0, OrderState.ACKNOWLEDGED),
+        ("PUT ORDER REQ RECEIVED", 0, OrderState.SENT),
+        ("SOMETHING NEW", 0, OrderState.ACKNOWLEDGED),
+    ],
+)
 def test_kite_order_state_status_and_fill_mapped(status: str, filled: int, expected: OrderState) -> None:
     assert parsing.order_state(status, filled) is expected
 
@@ -50,20 +57,31 @@ def test_kite_parse_order_documented_payload_fields_mapped() -> None:
 
 
 def test_kite_order_params_tag_carries_client_order_id() -> None:
-    intent = OrderIntent("TLabc123", "NSE:INFY", Side.BUY, 5, OrderType.STOP_LIMIT, IntentPurpose.STOP_LOSS,
-                         limit_price=Decimal("99.5"), stop_price=Decimal("100"))
+    intent = OrderIntent(
+        "TLabc123",
+        "NSE:INFY",
+        Side.BUY,
+        5,
+        OrderType.STOP_LIMIT,
+        IntentPurpose.STOP_LOSS,
+        limit_price=Decimal("99.5"),
+        stop_price=Decimal("100"),
+    )
     params = parsing.order_params(intent, "regular")
     assert params["tag"] == "TLabc123"
     assert (params["order_type"], params["price"], params["trigger_price"]) == ("SL", 99.5, 100.0)
     assert (params["exchange"], params["tradingsymbol"], params["transaction_type"]) == ("NSE", "INFY", "BUY")
 
 
-@pytest.mark.parametrize("bad", [
-    OrderIntent("TLx", "INFY", Side.BUY, 1, OrderType.MARKET, IntentPurpose.ENTRY),
-    OrderIntent("TLx", "NSE:INFY", Side.BUY, 0, OrderType.MARKET, IntentPurpose.ENTRY),
-    OrderIntent("TLx", "NSE:INFY", Side.BUY, 1, OrderType.LIMIT, IntentPurpose.ENTRY),
-    OrderIntent("TL-not-alnum", "NSE:INFY", Side.BUY, 1, OrderType.MARKET, IntentPurpose.ENTRY),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        OrderIntent("TLx", "INFY", Side.BUY, 1, OrderType.MARKET, IntentPurpose.ENTRY),
+        OrderIntent("TLx", "NSE:INFY", Side.BUY, 0, OrderType.MARKET, IntentPurpose.ENTRY),
+        OrderIntent("TLx", "NSE:INFY", Side.BUY, 1, OrderType.LIMIT, IntentPurpose.ENTRY),
+        OrderIntent("TL-not-alnum", "NSE:INFY", Side.BUY, 1, OrderType.MARKET, IntentPurpose.ENTRY),
+    ],
+)
 def test_kite_order_params_invalid_intent_input_error(bad: OrderIntent) -> None:
     with pytest.raises(InputError):
         parsing.order_params(bad, "regular")

@@ -32,16 +32,27 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
     return condition()
 
 
-def test_kite_stream_full_mode_depth_updates_and_token_rollover(kite_server: FakeKiteServer, tmp_path: Path,
-                                                                intent: IntentFactory,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_kite_stream_full_mode_depth_updates_and_token_rollover(
+    kite_server: FakeKiteServer, tmp_path: Path, intent: IntentFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     token_file = tmp_path / "kite_token.json"
-    kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(), token_file,
-               root=kite_server.root)
+    kite_login(
+        kite_server.api_key,
+        SecretStr(kite_server.api_secret),
+        kite_server.new_request_token(),
+        token_file,
+        root=kite_server.root,
+    )
     first_token = token_file.read_text()
-    config = KiteConfig(api_key=kite_server.api_key, api_secret=SecretStr(kite_server.api_secret),
-                        token_file=token_file, root=kite_server.root, ws_root=kite_server.ws_root, **FAST)
+    config = KiteConfig(
+        api_key=kite_server.api_key,
+        api_secret=SecretStr(kite_server.api_secret),
+        token_file=token_file,
+        root=kite_server.root,
+        ws_root=kite_server.ws_root,
+        **FAST,
+    )
     broker = KiteBroker(config)
     ticks: list[Tick] = []
     updates: list[BrokerOrder] = []
@@ -53,8 +64,12 @@ def test_kite_stream_full_mode_depth_updates_and_token_rollover(kite_server: Fak
         # Full-mode packet: prices in paise on the wire, 5+5 depth.
         bids = tuple((Decimal("1000.95") - Decimal("0.05") * i, 10 * (i + 1), i + 1) for i in range(5))
         asks = tuple((Decimal("1001.05") + Decimal("0.05") * i, 7 * (i + 1), i + 2) for i in range(5))
-        kite_server.send_ticks([TickSpec(408065, Decimal("1001.00"), last_quantity=3, volume=12345, bids=bids, asks=asks),
-                                TickSpec(999999, Decimal("5"))])  # an unsubscribed token is ignored
+        kite_server.send_ticks(
+            [
+                TickSpec(408065, Decimal("1001.00"), last_quantity=3, volume=12345, bids=bids, asks=asks),
+                TickSpec(999999, Decimal("5")),
+            ]
+        )  # an unsubscribed token is ignored
         assert _wait_for(lambda: len(ticks) >= 1)
         tick = ticks[0]
         assert (tick.instrument_key, tick.last_price, tick.last_quantity, tick.volume) == ("NSE:INFY", 1001.0, 3, 12345)
@@ -71,13 +86,21 @@ def test_kite_stream_full_mode_depth_updates_and_token_rollover(kite_server: Fak
         assert _wait_for(lambda: any(u.state is OrderState.FILLED for u in updates))
         time.sleep(0.2)
         assert [u.state for u in updates if u.broker_order_id == placed.broker_order_id] == [
-            OrderState.SENT, OrderState.ACKNOWLEDGED, OrderState.FILLED]
+            OrderState.SENT,
+            OrderState.ACKNOWLEDGED,
+            OrderState.FILLED,
+        ]
 
         # Daily rollover: the old session dies, the socket drops, the operator logs in again;
         # the ticker reconnects with the token it re-reads from the file.
         kite_server.expire_tokens()
-        kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(),
-                   token_file, root=kite_server.root)
+        kite_login(
+            kite_server.api_key,
+            SecretStr(kite_server.api_secret),
+            kite_server.new_request_token(),
+            token_file,
+            root=kite_server.root,
+        )
         assert token_file.read_text() != first_token
         connects = kite_server.stream_connections
         kite_server.drop_streams()

@@ -52,8 +52,18 @@ def test_token_bucket_zero_rate_config_error() -> None:
 
 
 def _order(state: OrderState, filled: int = 0, price: str = "100") -> BrokerOrder:
-    return BrokerOrder("1", "TLabc", "NSE:INFY", Side.BUY, 10, filled, state, OrderType.LIMIT, ProductType.INTRADAY,
-                       limit_price=Decimal(price))
+    return BrokerOrder(
+        "1",
+        "TLabc",
+        "NSE:INFY",
+        Side.BUY,
+        10,
+        filled,
+        state,
+        OrderType.LIMIT,
+        ProductType.INTRADAY,
+        limit_price=Decimal(price),
+    )
 
 
 def test_update_filter_duplicates_and_stale_updates_dropped() -> None:

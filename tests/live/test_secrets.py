@@ -20,13 +20,20 @@ from tradeloom.adapters.brokers.kite.execution import KiteBroker
 from tradeloom.errors import TradeloomError
 
 
-def _session_errors(broker: KiteBroker | FyersBroker, server: FakeKiteServer | FakeFyersServer,
-                    intent: IntentFactory) -> list[str]:
+def _session_errors(
+    broker: KiteBroker | FyersBroker, server: FakeKiteServer | FakeFyersServer, intent: IntentFactory
+) -> list[str]:
     """Drive a session through every fault; return the text of every error it raised."""
     texts: list[str] = []
     broker.place(intent())
-    for operation, fault in [("place", Fault.HTTP_502), ("place", Fault.TIMEOUT_BEFORE), ("place", Fault.HTTP_429),
-                             ("read", Fault.HTTP_500), ("place", Fault.DROP_CONNECTION), ("place", Fault.TOKEN_EXPIRED)]:
+    for operation, fault in [
+        ("place", Fault.HTTP_502),
+        ("place", Fault.TIMEOUT_BEFORE),
+        ("place", Fault.HTTP_429),
+        ("read", Fault.HTTP_500),
+        ("place", Fault.DROP_CONNECTION),
+        ("place", Fault.TOKEN_EXPIRED),
+    ]:
         server.faults.arm(operation, fault, times=5 if operation == "read" else 1)
         try:
             broker.place(intent()) if operation == "place" else broker.orders_today()
@@ -52,10 +59,20 @@ def test_kite_session_secret_and_token_absent_from_logs_and_errors(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     token_file = tmp_path / "kite_token.json"
-    kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(), token_file,
-               root=kite_server.root)
-    config = KiteConfig(api_key=kite_server.api_key, api_secret=SecretStr(kite_server.api_secret),
-                        token_file=token_file, root=kite_server.root, **FAST)
+    kite_login(
+        kite_server.api_key,
+        SecretStr(kite_server.api_secret),
+        kite_server.new_request_token(),
+        token_file,
+        root=kite_server.root,
+    )
+    config = KiteConfig(
+        api_key=kite_server.api_key,
+        api_secret=SecretStr(kite_server.api_secret),
+        token_file=token_file,
+        root=kite_server.root,
+        **FAST,
+    )
     broker = KiteBroker(config)
     token = broker.current_token()
     texts = _session_errors(broker, kite_server, intent)
@@ -73,7 +90,17 @@ def test_fyers_session_token_absent_from_logs_errors_and_sdk_files(
     broker = FyersBroker(fyers_config)
     token = broker.current_token()
     texts = _session_errors(broker, fyers_server, intent)
-    sdk_logs = "".join(path.read_text() for path in fyers_config.log_dir.glob("*.log"))
+    # The SDK's loggers are process-wide: their files sit in the log_dir of the first FyersModel made
+    # in this process, so read the files their handlers actually write.
+    files = {
+        Path(handler.baseFilename)
+        for name in ("FyersAPI", "FyersAPIRequest", "FyersDataSocket")
+        for handler in logging.getLogger(name).handlers
+        if isinstance(handler, logging.FileHandler)
+    }
+    for handler in (h for name in ("FyersAPI", "FyersAPIRequest") for h in logging.getLogger(name).handlers):
+        handler.flush()
+    sdk_logs = "".join(path.read_text() for path in files if path.exists())
     assert "orders/sync" in sdk_logs  # the SDK did write its files there
     everything = caplog.text + "\n".join(texts) + sdk_logs
     for secret in (fyers_config.secret_key.get_secret_value(), token):

@@ -203,78 +203,77 @@ class OnlineFeatureEngine:
     def _feature(self, feature: Feature, close: FloatArray, volume: FloatArray, book: BookTop | None) -> FloatArray:
         kind = feature.indicator
         nan = np.full(self.size, np.nan)
-        if True:  # noqa: SIM108 - keeps the dispatch flat; errstate is set once per step in `step`
-            if feature.name in self.multi_timeframe:
-                return self.multi_timeframe[feature.name].output()
-            if kind in ("return", "log_return"):
-                lag = feature.int_param("lag")
-                ratio = close / self._window("close", lag + 1)[:, 0]
-                value = ratio - 1.0 if kind == "return" else np.log(ratio)
-                return np.where(self._ready(lag + 1), value, np.nan)
-            if kind == "sma":
-                period = feature.int_param("period")
-                return np.where(self._ready(period), self._mean_deviation("close", period)[0], np.nan)
-            if kind == "ema":
-                return self.recursive[f"ema_{feature.int_param('period')}"].output()
-            if kind == "rsi_wilder":
-                period = feature.int_param("period")
-                gain = self.recursive[f"gain_{period}"].output()
-                loss = self.recursive[f"loss_{period}"].output()
-                total = gain + loss
-                return np.where(total != 0.0, 100.0 * (gain / total), np.where(np.isfinite(total), 0.0, np.nan))
-            if kind == "atr_wilder":
-                return self.recursive[f"tr_{feature.int_param('period')}"].output()
-            if kind == "macd":
-                fast, slow, signal = (feature.int_param(key) for key in ("fast", "slow", "signal"))
-                line = self.recursive[f"ema_{fast}"].output() - self.recursive[f"ema_{slow}"].output()
-                signal_line = self.recursive[f"macd_signal_{fast}_{slow}_{signal}"].output()
-                output = str(feature.param("output"))
-                return line if output == "line" else signal_line if output == "signal" else line - signal_line
-            if kind == "bollinger":
-                period = feature.int_param("period")
-                middle, deviation = self._mean_deviation("close", period)
-                upper = middle + feature.float_param("width") * deviation
-                lower = middle - feature.float_param("width") * deviation
-                output = str(feature.param("output"))
-                value = upper if output == "upper" else lower if output == "lower" else (close - lower) / (upper - lower)
-                return np.where(self._ready(period) & np.isfinite(value), value, np.nan)
-            if kind in ("realised_vol", "volume_zscore"):
-                period = feature.int_param("period")
-                middle, deviation = self._mean_deviation("log_return" if kind == "realised_vol" else "volume", period)
-                if kind == "realised_vol":
-                    return np.where(self._ready(period + 1), deviation, np.nan)
-                value = (volume - middle) / np.where(deviation == 0.0, np.nan, deviation)
-                return np.where(self._ready(period), value, np.nan)
-            if kind == "pivots":
-                period = feature.int_param("period")
-                highest = self._window("high", period).max(axis=1)
-                lowest = self._window("low", period).min(axis=1)
-                pivot = (highest + lowest + close) / 3.0
-                output = str(feature.param("output"))
-                value = pivot if output == "pivot" else 2.0 * pivot - lowest if output == "resistance" \
-                    else 2.0 * pivot - highest
-                return np.where(self._ready(period), value, np.nan)
-            if kind == "correlation":
-                period = feature.int_param("period")
-                x = self._window("log_return", period)
-                y = self._window("reference_log_return", period)
-                dx = x - x.mean(axis=1)[:, None]
-                dy = y - y.mean(axis=1)[:, None]
-                sxx = (dx * dx).sum(axis=1)
-                syy = (dy * dy).sum(axis=1)
-                value = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
-                complete = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1) & (sxx > 0) & (syy > 0)
-                return np.where(complete, value, np.nan)
-            if kind == "volume_profile":
-                return self._volume_profile(feature)
-            if kind == "book_imbalance":
-                if book is None:
-                    return nan
-                return (book.bid_size - book.ask_size) / (book.bid_size + book.ask_size)
-            if kind == "book_spread":
-                if book is None:
-                    return nan
-                return (book.best_ask - book.best_bid) / ((book.best_ask + book.best_bid) / 2.0)
+        if feature.name in self.multi_timeframe:
+            return self.multi_timeframe[feature.name].output()
+        if kind in ("return", "log_return"):
+            lag = feature.int_param("lag")
+            ratio = close / self._window("close", lag + 1)[:, 0]
+            value = ratio - 1.0 if kind == "return" else np.log(ratio)
+            return np.where(self._ready(lag + 1), value, np.nan)
+        if kind == "sma":
+            period = feature.int_param("period")
+            return np.where(self._ready(period), self._mean_deviation("close", period)[0], np.nan)
+        if kind == "ema":
+            return self.recursive[f"ema_{feature.int_param('period')}"].output()
+        if kind == "rsi_wilder":
+            period = feature.int_param("period")
+            gain = self.recursive[f"gain_{period}"].output()
+            loss = self.recursive[f"loss_{period}"].output()
+            total = gain + loss
+            return np.where(total != 0.0, 100.0 * (gain / total), np.where(np.isfinite(total), 0.0, np.nan))
+        if kind == "atr_wilder":
+            return self.recursive[f"tr_{feature.int_param('period')}"].output()
+        if kind == "macd":
+            fast, slow, signal = (feature.int_param(key) for key in ("fast", "slow", "signal"))
+            line = self.recursive[f"ema_{fast}"].output() - self.recursive[f"ema_{slow}"].output()
+            signal_line = self.recursive[f"macd_signal_{fast}_{slow}_{signal}"].output()
+            output = str(feature.param("output"))
+            return line if output == "line" else signal_line if output == "signal" else line - signal_line
+        if kind == "bollinger":
+            period = feature.int_param("period")
+            middle, deviation = self._mean_deviation("close", period)
+            upper = middle + feature.float_param("width") * deviation
+            lower = middle - feature.float_param("width") * deviation
+            output = str(feature.param("output"))
+            value = upper if output == "upper" else lower if output == "lower" else (close - lower) / (upper - lower)
+            return np.where(self._ready(period) & np.isfinite(value), value, np.nan)
+        if kind in ("realised_vol", "volume_zscore"):
+            period = feature.int_param("period")
+            middle, deviation = self._mean_deviation("log_return" if kind == "realised_vol" else "volume", period)
+            if kind == "realised_vol":
+                return np.where(self._ready(period + 1), deviation, np.nan)
+            value = (volume - middle) / np.where(deviation == 0.0, np.nan, deviation)
+            return np.where(self._ready(period), value, np.nan)
+        if kind == "pivots":
+            period = feature.int_param("period")
+            highest = self._window("high", period).max(axis=1)
+            lowest = self._window("low", period).min(axis=1)
+            pivot = (highest + lowest + close) / 3.0
+            output = str(feature.param("output"))
+            value = pivot if output == "pivot" else 2.0 * pivot - lowest if output == "resistance" \
+                else 2.0 * pivot - highest
+            return np.where(self._ready(period), value, np.nan)
+        if kind == "correlation":
+            period = feature.int_param("period")
+            x = self._window("log_return", period)
+            y = self._window("reference_log_return", period)
+            dx = x - x.mean(axis=1)[:, None]
+            dy = y - y.mean(axis=1)[:, None]
+            sxx = (dx * dx).sum(axis=1)
+            syy = (dy * dy).sum(axis=1)
+            value = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
+            complete = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1) & (sxx > 0) & (syy > 0)
+            return np.where(complete, value, np.nan)
+        if kind == "volume_profile":
+            return self._volume_profile(feature)
+        if kind == "book_imbalance":
+            if book is None:
+                return nan
+            return (book.bid_size - book.ask_size) / (book.bid_size + book.ask_size)
+        if kind == "book_spread":
+            if book is None:
+                return nan
+            return (book.best_ask - book.best_bid) / ((book.best_ask + book.best_bid) / 2.0)
         raise ConfigError(f"feature {feature.name!r}: indicator {kind!r} has no online implementation")
 
     def _volume_profile(self, feature: Feature) -> FloatArray:
@@ -449,4 +448,5 @@ def feature_names(spec: FeatureSpec = DEFAULT_SPEC) -> tuple[str, ...]:
     return spec.names
 
 
-__all__ = ["DEFAULT_SPEC", "BookTop", "OnlineFeatureEngine", "feature_names", "replay", "volume_profile", "volume_profiles"]
+__all__ = ["DEFAULT_SPEC", "BookTop", "OnlineFeatureEngine", "feature_names", "replay", "volume_profile",
+           "volume_profiles"]

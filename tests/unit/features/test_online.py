@@ -31,7 +31,8 @@ def _series(key: str, batches: list[SourceBatch]) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def bundled() -> dict[str, dict[str, np.ndarray]]:
     batches = list(bundled_batches())
-    return {key: _series(key, batches) for key in ("NASDAQ:AAPL", "NASDAQ:MSFT", "NYSE:IBM", "NASDAQ:GOOGL", "FX:EURUSD")}
+    wanted = ("NASDAQ:AAPL", "NASDAQ:MSFT", "NYSE:IBM", "NASDAQ:GOOGL", "FX:EURUSD")
+    return {key: _series(key, batches) for key in wanted}
 
 
 def _run(series: dict[str, np.ndarray], key: str, timeframe: str) -> np.ndarray:
@@ -47,8 +48,9 @@ def _assert_close(ours: np.ndarray, reference: np.ndarray, warm_up: int, label: 
     assert worst <= TOLERANCE, f"{label}: max abs diff {worst}"
 
 
-@pytest.mark.parametrize("key,timeframe", [("NASDAQ:AAPL", "1d"), ("NYSE:IBM", "1d"), ("NASDAQ:GOOGL", "1d"),
-                                           ("FX:EURUSD", "1h")])
+@pytest.mark.parametrize(
+    "key,timeframe", [("NASDAQ:AAPL", "1d"), ("NYSE:IBM", "1d"), ("NASDAQ:GOOGL", "1d"), ("FX:EURUSD", "1h")]
+)
 def test_online_engine_bundled_series_equals_talib(bundled: dict[str, dict[str, np.ndarray]], key: str,
                                                    timeframe: str) -> None:
     s = bundled[key]

@@ -174,7 +174,7 @@ CARD = ModelCard(name="m", kind="lstm", feature_names=("a", "b"), feature_spec_h
 
 
 def test_check_compatible_spec_hash_mismatch_refused() -> None:
-    with pytest.raises(ModelRefusedError, match="feature_spec_hash 'h1' differs.*'h2'"):
+    with pytest.raises(ModelRefusedError, match=r"feature_spec_hash 'h1' differs.*'h2'"):
         check_compatible(CARD, ("a", "b"), "h2")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -32,8 +31,9 @@ class PaperBroker:
     name = "paper"
     supports_contingent_orders = True
 
-    def __init__(self, keys: Sequence[str], *, cash: float, config: BrokerConfig | None = None,
-                 state_path: Path | None = None) -> None:
+    def __init__(
+        self, keys: Sequence[str], *, cash: float, config: BrokerConfig | None = None, state_path: Path | None = None
+    ) -> None:
         self.state_path = state_path
         self._on_order: OrderCallback | None = None
         self._orders: dict[str, BrokerOrder] = {}
@@ -53,16 +53,31 @@ class PaperBroker:
         self.sim = SimulatedBroker.from_dict(data["sim"])
         for raw in data["intents"]:
             intent = OrderIntent(
-                raw["client_order_id"], raw["instrument_key"], Side(raw["side"]), raw["quantity"],
-                OrderType(raw["order_type"]), IntentPurpose(raw["purpose"]),
+                raw["client_order_id"],
+                raw["instrument_key"],
+                Side(raw["side"]),
+                raw["quantity"],
+                OrderType(raw["order_type"]),
+                IntentPurpose(raw["purpose"]),
                 None if raw["limit_price"] is None else Decimal(raw["limit_price"]),
                 None if raw["stop_price"] is None else Decimal(raw["stop_price"]),
-                ProductType(raw["product"]), raw["parent_client_order_id"],
+                ProductType(raw["product"]),
+                raw["parent_client_order_id"],
             )
             self._intents[intent.client_order_id] = intent
         for raw in data["fills"]:
-            self._fills.append(Fill(raw["client_order_id"], raw["instrument_key"], Side(raw["side"]), raw["quantity"],
-                                    Decimal(raw["price"]), raw["filled_at_ns"], raw["fill_id"], Decimal(raw["fees"])))
+            self._fills.append(
+                Fill(
+                    raw["client_order_id"],
+                    raw["instrument_key"],
+                    Side(raw["side"]),
+                    raw["quantity"],
+                    Decimal(raw["price"]),
+                    raw["filled_at_ns"],
+                    raw["fill_id"],
+                    Decimal(raw["fees"]),
+                )
+            )
         for client_id in self._intents:
             self._orders[client_id] = self._snapshot(client_id)
 
@@ -74,16 +89,23 @@ class PaperBroker:
         data = {
             "sim": self.sim.to_dict(),
             "intents": [_intent_to_dict(intent) for intent in self._intents.values()],
-            "fills": [{"client_order_id": f.client_order_id, "instrument_key": f.instrument_key, "side": int(f.side),
-                       "quantity": f.quantity, "price": str(f.price), "filled_at_ns": f.filled_at_ns,
-                       "fill_id": f.fill_id, "fees": str(f.fees)} for f in self._fills],
+            "fills": [
+                {
+                    "client_order_id": f.client_order_id,
+                    "instrument_key": f.instrument_key,
+                    "side": int(f.side),
+                    "quantity": f.quantity,
+                    "price": str(f.price),
+                    "filled_at_ns": f.filled_at_ns,
+                    "fill_id": f.fill_id,
+                    "fees": str(f.fees),
+                }
+                for f in self._fills
+            ],
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        temporary.write_text(json.dumps(data), encoding="utf-8")  # atomic replace: survives a process crash
         temporary.replace(self.state_path)
 
     # -- the port -----------------------------------------------------------------------------------------
@@ -96,10 +118,18 @@ class PaperBroker:
         average = (sum(f.price * f.quantity for f in fills) / filled) if filled else None
         quantity = working.quantity if working is not None and working.quantity > 0 else intent.quantity
         return BrokerOrder(
-            broker_order_id=f"P-{client_id}", client_order_id=client_id, instrument_key=intent.instrument_key,
-            side=intent.side, quantity=max(quantity, filled), filled_quantity=filled, state=state,
-            order_type=intent.order_type, product=intent.product, limit_price=intent.limit_price,
-            stop_price=intent.stop_price, average_price=None if average is None else Decimal(average),
+            broker_order_id=f"P-{client_id}",
+            client_order_id=client_id,
+            instrument_key=intent.instrument_key,
+            side=intent.side,
+            quantity=max(quantity, filled),
+            filled_quantity=filled,
+            state=state,
+            order_type=intent.order_type,
+            product=intent.product,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
+            average_price=None if average is None else Decimal(average),
         )
 
     def place(self, intent: OrderIntent) -> BrokerOrder:
@@ -113,8 +143,15 @@ class PaperBroker:
         self.save()
         return order
 
-    def modify(self, broker_order_id: str, *, quantity: int | None = None, limit_price: Decimal | None = None,
-               stop_price: Decimal | None = None, order_type: OrderType | None = None) -> BrokerOrder:
+    def modify(
+        self,
+        broker_order_id: str,
+        *,
+        quantity: int | None = None,
+        limit_price: Decimal | None = None,
+        stop_price: Decimal | None = None,
+        order_type: OrderType | None = None,
+    ) -> BrokerOrder:
         raise OrderRejectedError("the paper broker does not modify orders: cancel and place a new one")
 
     def cancel(self, broker_order_id: str) -> BrokerOrder:
@@ -163,14 +200,22 @@ class PaperBroker:
     def set_order_callback(self, callback: OrderCallback | None) -> None:
         self._on_order = callback
 
-    def on_bar(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
-               volume: FloatArray) -> list[SimFill]:
+    def on_bar(
+        self,
+        bar_at_ns: int,
+        open_: FloatArray,
+        high: FloatArray,
+        low: FloatArray,
+        close: FloatArray,
+        volume: FloatArray,
+    ) -> list[SimFill]:
         before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
         fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
         self._fills.extend(sim.fill for sim in fills)
         self.save()
         touched = {sim.fill.client_order_id for sim in fills} | {
-            client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state}
+            client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state
+        }
         for client_id in sorted(touched, key=lambda c: list(self._intents).index(c)):
             order = self._refresh(client_id)
             if self._on_order is not None:
@@ -181,4 +226,3 @@ class PaperBroker:
         order = self._snapshot(client_id)
         self._orders[client_id] = order
         return order
-

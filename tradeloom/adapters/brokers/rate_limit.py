@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 from tradeloom.errors import ConfigError
 
+# Float refills can land a hair under a whole token; without slack the wait would shrink below the
+# clock's resolution and spin forever.
+_EPSILON = 1e-9
+
 
 class TokenBucket:
     """`rate` tokens per second, at most `capacity` banked; `acquire` blocks until one is free.
@@ -41,8 +45,8 @@ class TokenBucket:
     def try_acquire(self) -> bool:
         with self._lock:
             self._refill()
-            if self._tokens >= 1:
-                self._tokens -= 1
+            if self._tokens >= 1 - _EPSILON:
+                self._tokens = max(0.0, self._tokens - 1)
                 return True
             return False
 
@@ -50,8 +54,8 @@ class TokenBucket:
         while True:
             with self._lock:
                 self._refill()
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - _EPSILON:
+                    self._tokens = max(0.0, self._tokens - 1)
                     return
                 wait = (1 - self._tokens) / self.rate
             self.waited_seconds += wait

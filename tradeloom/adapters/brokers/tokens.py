@@ -27,8 +27,11 @@ class TokenFile:
 
     def write(self, access_token: SecretStr, user_id: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"access_token": access_token.get_secret_value(), "user_id": user_id,
-                   "login_at": datetime.now(UTC).isoformat()}
+        payload = {
+            "access_token": access_token.get_secret_value(),
+            "user_id": user_id,
+            "login_at": datetime.now(UTC).isoformat(),
+        }
         temporary = self.path.with_suffix(".tmp")
         # Owner-only from the first byte: the token is a credential.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -47,4 +47,8 @@ def _is_newer(update: BrokerOrder, last: BrokerOrder) -> bool:
     if _RANK[update.state] != _RANK[last.state]:
         return _RANK[update.state] > _RANK[last.state]
     # Same rank and fill: a modification (price/quantity) is news, an exact repeat is not.
-    return (update.limit_price, update.stop_price, update.quantity) != (last.limit_price, last.stop_price, last.quantity)
+    return (update.limit_price, update.stop_price, update.quantity) != (
+        last.limit_price,
+        last.stop_price,
+        last.quantity,
+    )

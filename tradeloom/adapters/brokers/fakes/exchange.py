@@ -122,8 +122,19 @@ class FakeExchange:
             order_id = f"{self._prefix}{next(self._ids):05d}"
             state = OrderState.REJECTED if reject_reason else OrderState.SENT
             order = SimOrder(
-                order_id, tag, instrument_key, side, quantity, order_type, product, limit_price, trigger_price,
-                state, message=reject_reason or "", created_ns=now, updated_ns=now,
+                order_id,
+                tag,
+                instrument_key,
+                side,
+                quantity,
+                order_type,
+                product,
+                limit_price,
+                trigger_price,
+                state,
+                message=reject_reason or "",
+                created_ns=now,
+                updated_ns=now,
             )
             self._store(order)
             if reject_reason is None and not delay_ack:
@@ -171,9 +182,9 @@ class FakeExchange:
         with self._lock:
             self.prices[instrument_key] = price
             for order in list(self.orders.values()):
-                if order.instrument_key == instrument_key and not order.state.is_terminal:
-                    if order.state is not OrderState.SENT:
-                        self._match(order.order_id)
+                waiting = not order.state.is_terminal and order.state is not OrderState.SENT
+                if order.instrument_key == instrument_key and waiting:
+                    self._match(order.order_id)
 
     def fill_remaining(self, order_id: str) -> None:
         """Complete a partially filled order at the last price (the rest of a partial fill arriving)."""
@@ -209,7 +220,8 @@ class FakeExchange:
             return
         order_type, triggered = order.order_type, order.triggered
         if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not triggered:
-            assert order.trigger_price is not None
+            if order.trigger_price is None:
+                raise ExchangeError(f"order {order_id}: a stop order needs a trigger price")
             hit = price >= order.trigger_price if order.side is Side.BUY else price <= order.trigger_price
             if not hit:
                 return
@@ -217,7 +229,8 @@ class FakeExchange:
             order = replace(order, triggered=True)
             self.orders[order_id] = order
         if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-            assert order.limit_price is not None
+            if order.limit_price is None:
+                raise ExchangeError(f"order {order_id}: a limit order needs a limit price")
             crosses = price <= order.limit_price if order.side is Side.BUY else price >= order.limit_price
             if not crosses:
                 return
@@ -229,8 +242,15 @@ class FakeExchange:
         order = self.orders[order_id]
         now = time.time_ns()
         fill = SimFill(
-            f"{self._prefix}{next(self._fill_ids):06d}", order_id, order.tag, order.instrument_key, order.side,
-            quantity, price, order.product, now,
+            f"{self._prefix}{next(self._fill_ids):06d}",
+            order_id,
+            order.tag,
+            order.instrument_key,
+            order.side,
+            quantity,
+            price,
+            order.product,
+            now,
         )
         self.fills.append(fill)
         filled = order.filled_quantity + quantity

@@ -15,7 +15,7 @@ class Fault(enum.StrEnum):
     TIMEOUT_BEFORE = "timeout_before"  # slow response; the request is NOT applied
     TIMEOUT_AFTER = "timeout_after"  # applied, then a response slower than the client waits
     DROP_CONNECTION = "drop_connection"  # applied, then the TCP connection closes without a reply
-    TOKEN_EXPIRED = "token_expired"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - a fault name, not a credential
     REJECT = "reject"
     PARTIAL_FILL = "partial_fill"
     DELAYED_ACK = "delayed_ack"

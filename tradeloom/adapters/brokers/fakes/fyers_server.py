@@ -25,8 +25,15 @@ from tradeloom.domain import OrderState, OrderType, ProductType, Side
 
 IST = timezone(timedelta(hours=5, minutes=30))
 FYERS_TYPE = {OrderType.LIMIT: 1, OrderType.MARKET: 2, OrderType.STOP: 3, OrderType.STOP_LIMIT: 4}
-FYERS_STATUS = {OrderState.CANCELLED: 1, OrderState.FILLED: 2, OrderState.SENT: 4, OrderState.REJECTED: 5,
-                OrderState.ACKNOWLEDGED: 6, OrderState.PARTIALLY_FILLED: 6, OrderState.EXPIRED: 7}
+FYERS_STATUS = {
+    OrderState.CANCELLED: 1,
+    OrderState.FILLED: 2,
+    OrderState.SENT: 4,
+    OrderState.REJECTED: 5,
+    OrderState.ACKNOWLEDGED: 6,
+    OrderState.PARTIALLY_FILLED: 6,
+    OrderState.EXPIRED: 7,
+}
 FYERS_PRODUCT = {ProductType.INTRADAY: "INTRADAY", ProductType.DELIVERY: "CNC"}
 AUTH_ERROR = {"s": "error", "code": -16, "message": "Could not authenticate the user"}
 
@@ -38,8 +45,9 @@ def _stamp(ns: int) -> str:
 class FakeFyersServer:
     def __init__(self, client_id: str = "XY12345-100", prices: dict[str, Decimal] | None = None) -> None:
         self.client_id = client_id
-        self.exchange = FakeExchange(prices or {"NSE:INFY-EQ": Decimal("1500"), "NSE:SBIN-EQ": Decimal("600")},
-                                     id_prefix="2401010000")
+        self.exchange = FakeExchange(
+            prices or {"NSE:INFY-EQ": Decimal("1500"), "NSE:SBIN-EQ": Decimal("600")}, id_prefix="2401010000"
+        )
         self.faults = FaultSwitchboard()
         self.access_tokens: set[str] = set()
         self.requests: list[tuple[str, str]] = []
@@ -64,7 +72,9 @@ class FakeFyersServer:
     def __enter__(self) -> FakeFyersServer:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -94,44 +104,89 @@ class FakeFyersServer:
 
     # -- wire formats ------------------------------------------------------------------------------
     def order_payload(self, order: SimOrder) -> dict[str, Any]:
-        exchange_name, symbol = order.instrument_key.split(":", 1)
+        symbol = order.instrument_key.split(":", 1)[1]
         return {
-            "clientId": self.client_id, "id": order.order_id, "exchOrdId": f"11{order.order_id[-8:]}",
-            "qty": order.quantity, "remainingQuantity": order.quantity - order.filled_quantity,
-            "filledQty": order.filled_quantity, "status": FYERS_STATUS[order.state],
-            "slNo": int(order.order_id[-5:]), "message": order.message,
-            "segment": 10, "limitPrice": float(order.limit_price or 0), "stopPrice": float(order.trigger_price or 0),
-            "productType": FYERS_PRODUCT[order.product], "type": FYERS_TYPE[order.order_type],
-            "side": int(order.side), "disclosedQty": 0, "orderValidity": "DAY",
-            "orderDateTime": _stamp(order.created_ns), "parentId": "", "tradedPrice": float(order.average_price or 0),
-            "source": "API", "fyToken": "10100000001594", "offlineOrder": False, "pan": "", "exchange": 10,
-            "instrument": 0, "symbol": order.instrument_key, "ex_sym": symbol.removesuffix("-EQ"),
-            "description": symbol, "orderNumStatus": f"{order.order_id}:{FYERS_STATUS[order.state]}",
-            "orderTag": order.tag or "", "takeProfit": 0, "stopLoss": 0,
+            "clientId": self.client_id,
+            "id": order.order_id,
+            "exchOrdId": f"11{order.order_id[-8:]}",
+            "qty": order.quantity,
+            "remainingQuantity": order.quantity - order.filled_quantity,
+            "filledQty": order.filled_quantity,
+            "status": FYERS_STATUS[order.state],
+            "slNo": int(order.order_id[-5:]),
+            "message": order.message,
+            "segment": 10,
+            "limitPrice": float(order.limit_price or 0),
+            "stopPrice": float(order.trigger_price or 0),
+            "productType": FYERS_PRODUCT[order.product],
+            "type": FYERS_TYPE[order.order_type],
+            "side": int(order.side),
+            "disclosedQty": 0,
+            "orderValidity": "DAY",
+            "orderDateTime": _stamp(order.created_ns),
+            "parentId": "",
+            "tradedPrice": float(order.average_price or 0),
+            "source": "API",
+            "fyToken": "10100000001594",
+            "offlineOrder": False,
+            "pan": "",
+            "exchange": 10,
+            "instrument": 0,
+            "symbol": order.instrument_key,
+            "ex_sym": symbol.removesuffix("-EQ"),
+            "description": symbol,
+            "orderNumStatus": f"{order.order_id}:{FYERS_STATUS[order.state]}",
+            "orderTag": order.tag or "",
+            "takeProfit": 0,
+            "stopLoss": 0,
         }
 
     def _socket_order(self, order: SimOrder) -> dict[str, Any]:
         payload = self.order_payload(order)
         return {
-            "client_id": payload["clientId"], "id": payload["id"], "id_exchange": payload["exchOrdId"],
-            "qty": payload["qty"], "qty_remaining": payload["remainingQuantity"], "qty_filled": payload["filledQty"],
-            "price_limit": payload["limitPrice"], "price_stop": payload["stopPrice"],
-            "price_traded": payload["tradedPrice"], "ord_type": payload["type"], "symbol": payload["symbol"],
-            "oms_msg": payload["message"], "time_oms": payload["orderDateTime"], "validity": "DAY",
-            "product_type": payload["productType"], "tran_side": payload["side"], "org_ord_status": payload["status"],
-            "ordertag": payload["orderTag"], "exchange": 10, "segment": 10,
+            "client_id": payload["clientId"],
+            "id": payload["id"],
+            "id_exchange": payload["exchOrdId"],
+            "qty": payload["qty"],
+            "qty_remaining": payload["remainingQuantity"],
+            "qty_filled": payload["filledQty"],
+            "price_limit": payload["limitPrice"],
+            "price_stop": payload["stopPrice"],
+            "price_traded": payload["tradedPrice"],
+            "ord_type": payload["type"],
+            "symbol": payload["symbol"],
+            "oms_msg": payload["message"],
+            "time_oms": payload["orderDateTime"],
+            "validity": "DAY",
+            "product_type": payload["productType"],
+            "tran_side": payload["side"],
+            "org_ord_status": payload["status"],
+            "ordertag": payload["orderTag"],
+            "exchange": 10,
+            "segment": 10,
         }
 
     def _trade_payload(self, index: int) -> dict[str, Any]:
         fill = self.exchange.fills[index]
         order = self.exchange.orders[fill.order_id]
         return {
-            "clientId": self.client_id, "orderDateTime": _stamp(fill.at_ns), "orderNumber": fill.order_id,
-            "exchangeOrderNo": f"11{fill.order_id[-8:]}", "exchange": 10, "side": int(fill.side), "segment": 10,
-            "orderType": FYERS_TYPE[order.order_type], "fyToken": "10100000001594",
-            "productType": FYERS_PRODUCT[fill.product], "tradedQty": fill.quantity, "tradePrice": float(fill.price),
-            "tradeValue": float(fill.price * fill.quantity), "tradeNumber": fill.fill_id, "row": index,
-            "symbol": fill.instrument_key, "orderTag": fill.tag or "",
+            "clientId": self.client_id,
+            "orderDateTime": _stamp(fill.at_ns),
+            "orderNumber": fill.order_id,
+            "exchangeOrderNo": f"11{fill.order_id[-8:]}",
+            "exchange": 10,
+            "side": int(fill.side),
+            "segment": 10,
+            "orderType": FYERS_TYPE[order.order_type],
+            "fyToken": "10100000001594",
+            "productType": FYERS_PRODUCT[fill.product],
+            "tradedQty": fill.quantity,
+            "tradePrice": float(fill.price),
+            "tradeValue": float(fill.price * fill.quantity),
+            "tradeNumber": fill.fill_id,
+            "row": index,
+            "symbol": fill.instrument_key,
+            "orderTag": fill.tag or "",
         }
 
     # -- HTTP ----------------------------------------------------------------------------------------
@@ -141,11 +196,15 @@ class FakeFyersServer:
         if fault.http_status == 429:
             return Response.json(429, {"s": "error", "code": 429, "message": "request limit reached"})
         if fault.http_status is not None:
-            return Response.json(fault.http_status, {"s": "error", "code": fault.http_status, "message": "Internal server error"})
+            return Response.json(
+                fault.http_status, {"s": "error", "code": fault.http_status, "message": "Internal server error"}
+            )
         if fault is Fault.TOKEN_EXPIRED:
             return Response.json(401, AUTH_ERROR)
         if fault is Fault.TIMEOUT_BEFORE:
-            return Response.json(504, {"s": "error", "code": 504, "message": "timeout"}, delay_seconds=self.faults.slow_seconds)
+            return Response.json(
+                504, {"s": "error", "code": 504, "message": "timeout"}, delay_seconds=self.faults.slow_seconds
+            )
         return None
 
     def _route(self, request: Request) -> Response:
@@ -175,15 +234,20 @@ class FakeFyersServer:
             return self._place(body)
         if operation == "modify":
             order = exchange.modify(
-                str(body["id"]), quantity=body.get("qty"),
+                str(body["id"]),
+                quantity=body.get("qty"),
                 limit_price=Decimal(str(body["limitPrice"])) if body.get("limitPrice") else None,
                 trigger_price=Decimal(str(body["stopPrice"])) if body.get("stopPrice") else None,
                 order_type=_TYPE_FROM_FYERS[body["type"]] if body.get("type") else None,
             )
-            return Response.json(200, {"s": "ok", "code": 1102, "message": "Successfully modified order", "id": order.order_id})
+            return Response.json(
+                200, {"s": "ok", "code": 1102, "message": "Successfully modified order", "id": order.order_id}
+            )
         if operation == "cancel":
             order = exchange.cancel(str(body["id"]))
-            return Response.json(200, {"s": "ok", "code": 1103, "message": "Successfully cancelled order", "id": order.order_id})
+            return Response.json(
+                200, {"s": "ok", "code": 1103, "message": "Successfully cancelled order", "id": order.order_id}
+            )
         path = request.path
         if path == "/api/v3/orders":
             orders = [self.order_payload(order) for order in list(exchange.orders.values())]
@@ -194,9 +258,16 @@ class FakeFyersServer:
             trades = [self._trade_payload(i) for i in range(len(exchange.fills))]
             return Response.json(200, {"s": "ok", "code": 200, "message": "", "tradeBook": trades})
         if path == "/api/v3/positions":
-            return Response.json(200, {"s": "ok", "code": 200, "message": "", "netPositions": self._positions(),
-                                       "overall": {"count_open": 0, "count_total": 0, "pl_realized": 0, "pl_total": 0,
-                                                   "pl_unrealized": 0}})
+            return Response.json(
+                200,
+                {
+                    "s": "ok",
+                    "code": 200,
+                    "message": "",
+                    "netPositions": self._positions(),
+                    "overall": {"count_open": 0, "count_total": 0, "pl_realized": 0, "pl_total": 0, "pl_unrealized": 0},
+                },
+            )
         if path == "/api/v3/funds":
             return Response.json(200, {"s": "ok", "code": 200, "message": "", "fund_limit": self._funds()})
         if path == "/data/history":
@@ -211,30 +282,53 @@ class FakeFyersServer:
             return Response.json(400, {"s": "error", "code": -50, "message": "Invalid quantity"})
         fault = self.faults.take("place", allowed=_ORDER_FAULTS)
         order = self.exchange.submit(
-            symbol, Side(int(body["side"])), int(body["qty"]), _TYPE_FROM_FYERS[int(body["type"])],
+            symbol,
+            Side(int(body["side"])),
+            int(body["qty"]),
+            _TYPE_FROM_FYERS[int(body["type"])],
             ProductType.INTRADAY if body.get("productType") == "INTRADAY" else ProductType.DELIVERY,
             Decimal(str(body["limitPrice"])) if body.get("limitPrice") else None,
             Decimal(str(body["stopPrice"])) if body.get("stopPrice") else None,
             body.get("orderTag") or None,
             reject_reason="RMS: insufficient funds" if fault is Fault.REJECT else None,
-            delay_ack=fault is Fault.DELAYED_ACK, partial=fault is Fault.PARTIAL_FILL,
+            delay_ack=fault is Fault.DELAYED_ACK,
+            partial=fault is Fault.PARTIAL_FILL,
         )
-        return Response.json(200, {"s": "ok", "code": 1101,
-                                   "message": f"Order submitted successfully. Your Order Ref. No.{order.order_id}",
-                                   "id": order.order_id})
+        return Response.json(
+            200,
+            {
+                "s": "ok",
+                "code": 1101,
+                "message": f"Order submitted successfully. Your Order Ref. No.{order.order_id}",
+                "id": order.order_id,
+            },
+        )
 
     def _positions(self) -> list[dict[str, Any]]:
         rows = []
         for position in self.exchange.positions():
-            rows.append({
-                "symbol": position.instrument_key, "id": f"{position.instrument_key}-{FYERS_PRODUCT[position.product]}",
-                "netQty": position.quantity, "qty": abs(position.quantity), "avgPrice": float(position.average_price),
-                "netAvg": float(position.average_price), "side": 1 if position.quantity > 0 else (-1 if position.quantity < 0 else 0),
-                "productType": FYERS_PRODUCT[position.product], "realized_profit": float(position.realized_pnl),
-                "unrealized_profit": 0.0, "pl": float(position.realized_pnl), "buyQty": position.buy_quantity,
-                "sellQty": position.sell_quantity, "buyAvg": 0.0, "sellAvg": 0.0, "ltp": float(self.exchange.prices[position.instrument_key]),
-                "segment": 10, "exchange": 10,
-            })
+            rows.append(
+                {
+                    "symbol": position.instrument_key,
+                    "id": f"{position.instrument_key}-{FYERS_PRODUCT[position.product]}",
+                    "netQty": position.quantity,
+                    "qty": abs(position.quantity),
+                    "avgPrice": float(position.average_price),
+                    "netAvg": float(position.average_price),
+                    "side": 1 if position.quantity > 0 else (-1 if position.quantity < 0 else 0),
+                    "productType": FYERS_PRODUCT[position.product],
+                    "realized_profit": float(position.realized_pnl),
+                    "unrealized_profit": 0.0,
+                    "pl": float(position.realized_pnl),
+                    "buyQty": position.buy_quantity,
+                    "sellQty": position.sell_quantity,
+                    "buyAvg": 0.0,
+                    "sellAvg": 0.0,
+                    "ltp": float(self.exchange.prices[position.instrument_key]),
+                    "segment": 10,
+                    "exchange": 10,
+                }
+            )
         return rows
 
     def _funds(self) -> list[dict[str, Any]]:
@@ -258,7 +352,8 @@ class FakeFyersServer:
 
     # -- order socket -------------------------------------------------------------------------------
     def _ws_connect(self, connection: ServerConnection) -> bool:
-        assert connection.request is not None
+        if connection.request is None:
+            return False
         header = connection.request.headers.get("authorization", "")
         return header.startswith(self.client_id + ":") and header.split(":", 1)[1] in self.access_tokens
 
@@ -291,6 +386,16 @@ class FakeFyersServer:
 
 
 _TYPE_FROM_FYERS = {code: ours for ours, code in FYERS_TYPE.items()}
-_HTTP_FAULTS = frozenset({Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TOKEN_EXPIRED,
-                          Fault.TIMEOUT_BEFORE, Fault.TIMEOUT_AFTER, Fault.DROP_CONNECTION})
+_HTTP_FAULTS = frozenset(
+    {
+        Fault.HTTP_429,
+        Fault.HTTP_500,
+        Fault.HTTP_502,
+        Fault.HTTP_503,
+        Fault.TOKEN_EXPIRED,
+        Fault.TIMEOUT_BEFORE,
+        Fault.TIMEOUT_AFTER,
+        Fault.DROP_CONNECTION,
+    }
+)
 _ORDER_FAULTS = frozenset({Fault.REJECT, Fault.DELAYED_ACK, Fault.PARTIAL_FILL})

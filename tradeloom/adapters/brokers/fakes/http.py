@@ -61,7 +61,7 @@ class HttpServerThread:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("fake http: " + format, *args)
 
             def _serve(self) -> None:
@@ -76,7 +76,11 @@ class HttpServerThread:
                 elif raw:
                     form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
                 request = Request(
-                    self.command, split.path, {k: v[-1] for k, v in parse_qs(split.query).items()}, form, body,
+                    self.command,
+                    split.path,
+                    {k: v[-1] for k, v in parse_qs(split.query).items()},
+                    form,
+                    body,
                     {k.lower(): v for k, v in self.headers.items()},
                 )
                 response = router(request)
@@ -113,7 +117,11 @@ class HttpServerThread:
 class WebSocketServerThread:
     """Keeps the open connections so tests can broadcast to them or drop them."""
 
-    def __init__(self, on_connect: Callable[[ServerConnection], bool], on_message: Callable[[ServerConnection, str | bytes], None]) -> None:
+    def __init__(
+        self,
+        on_connect: Callable[[ServerConnection], bool],
+        on_message: Callable[[ServerConnection, str | bytes], None],
+    ) -> None:
         self._on_connect = on_connect
         self._on_message = on_message
         self.connections: set[ServerConnection] = set()
@@ -136,7 +144,7 @@ class WebSocketServerThread:
         try:
             for message in connection:
                 self._on_message(connection, message)
-        except Exception:  # noqa: BLE001 - a client vanishing is normal for a fake server
+        except Exception:
             log.debug("fake ws: connection ended", exc_info=True)
         finally:
             with self._lock:
@@ -150,7 +158,7 @@ class WebSocketServerThread:
             try:
                 connection.send(message)
                 sent += 1
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("fake ws: send failed", exc_info=True)
         return sent
 

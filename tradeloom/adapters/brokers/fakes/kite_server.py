@@ -28,7 +28,12 @@ from tradeloom.adapters.brokers.fakes.http import HttpServerThread, Request, Res
 from tradeloom.domain import OrderState, OrderType, ProductType, Side
 
 IST = timezone(timedelta(hours=5, minutes=30))
-KITE_ORDER_TYPE = {OrderType.MARKET: "MARKET", OrderType.LIMIT: "LIMIT", OrderType.STOP: "SL-M", OrderType.STOP_LIMIT: "SL"}
+KITE_ORDER_TYPE = {
+    OrderType.MARKET: "MARKET",
+    OrderType.LIMIT: "LIMIT",
+    OrderType.STOP: "SL-M",
+    OrderType.STOP_LIMIT: "SL",
+}
 KITE_PRODUCT = {ProductType.INTRADAY: "MIS", ProductType.DELIVERY: "CNC"}
 KITE_SIDE = {Side.BUY: "BUY", Side.SELL: "SELL"}
 
@@ -73,9 +78,22 @@ def encode_full_packet(tick: TickSpec) -> bytes:
     epoch = int(tick.exchange_at.timestamp())
     head = struct.pack(
         ">IIIIIIIIIIIIIIII",
-        tick.instrument_token, ltp, tick.last_quantity, ltp, tick.volume, 0, 0,
-        ltp, ltp, ltp, ltp,  # open high low close
-        epoch, 0, 0, 0, epoch,
+        tick.instrument_token,
+        ltp,
+        tick.last_quantity,
+        ltp,
+        tick.volume,
+        0,
+        0,
+        ltp,
+        ltp,
+        ltp,
+        ltp,  # open high low close
+        epoch,
+        0,
+        0,
+        0,
+        epoch,
     )
     depth = b""
     for side in (tick.bids, tick.asks):
@@ -83,7 +101,8 @@ def encode_full_packet(tick: TickSpec) -> bytes:
         for price, quantity, orders in levels:
             depth += struct.pack(">IIHxx", quantity, _paise(price), orders)
     packet = head + depth
-    assert len(packet) == 184
+    if len(packet) != 184:
+        raise ValueError(f"full-mode packet of {len(packet)} bytes, expected 184")
     return packet
 
 
@@ -132,7 +151,9 @@ class FakeKiteServer:
     def __enter__(self) -> FakeKiteServer:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.stop()
 
     @property
@@ -181,27 +202,51 @@ class FakeKiteServer:
             stop_waiting = order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not order.triggered
             status = "TRIGGER PENDING" if stop_waiting else "OPEN"
         else:
-            status = {OrderState.FILLED: "COMPLETE", OrderState.CANCELLED: "CANCELLED",
-                      OrderState.REJECTED: "REJECTED", OrderState.EXPIRED: "LAPSED"}[order.state]
+            status = {
+                OrderState.FILLED: "COMPLETE",
+                OrderState.CANCELLED: "CANCELLED",
+                OrderState.REJECTED: "REJECTED",
+                OrderState.EXPIRED: "LAPSED",
+            }[order.state]
         stamp = datetime.fromtimestamp(order.updated_ns / 1e9, IST).strftime("%Y-%m-%d %H:%M:%S")
         created = datetime.fromtimestamp(order.created_ns / 1e9, IST).strftime("%Y-%m-%d %H:%M:%S")
         pending = 0 if order.state.is_terminal else order.quantity - order.filled_quantity
         cancelled = order.quantity - order.filled_quantity if order.state is OrderState.CANCELLED else 0
         return {
-            "account_id": "AB1234", "placed_by": "AB1234", "order_id": order.order_id,
+            "account_id": "AB1234",
+            "placed_by": "AB1234",
+            "order_id": order.order_id,
             "exchange_order_id": None if order.state is OrderState.SENT else f"13{order.order_id[-8:]}",
-            "parent_order_id": None, "status": status, "status_message": order.message or None,
-            "status_message_raw": order.message or None, "order_timestamp": created,
-            "exchange_update_timestamp": stamp, "exchange_timestamp": stamp, "variety": "regular",
-            "modified": False, "exchange": exchange, "tradingsymbol": symbol,
+            "parent_order_id": None,
+            "status": status,
+            "status_message": order.message or None,
+            "status_message_raw": order.message or None,
+            "order_timestamp": created,
+            "exchange_update_timestamp": stamp,
+            "exchange_timestamp": stamp,
+            "variety": "regular",
+            "modified": False,
+            "exchange": exchange,
+            "tradingsymbol": symbol,
             "instrument_token": self._listing(order.instrument_key).instrument_token,
-            "order_type": KITE_ORDER_TYPE[order.order_type], "transaction_type": KITE_SIDE[order.side],
-            "validity": "DAY", "validity_ttl": 0, "product": KITE_PRODUCT[order.product],
-            "quantity": order.quantity, "disclosed_quantity": 0,
-            "price": float(order.limit_price or 0), "trigger_price": float(order.trigger_price or 0),
-            "average_price": float(order.average_price or 0), "filled_quantity": order.filled_quantity,
-            "pending_quantity": pending, "cancelled_quantity": cancelled, "market_protection": 0,
-            "meta": {}, "tag": order.tag, "tags": [order.tag] if order.tag else [], "guid": f"g{order.order_id}",
+            "order_type": KITE_ORDER_TYPE[order.order_type],
+            "transaction_type": KITE_SIDE[order.side],
+            "validity": "DAY",
+            "validity_ttl": 0,
+            "product": KITE_PRODUCT[order.product],
+            "quantity": order.quantity,
+            "disclosed_quantity": 0,
+            "price": float(order.limit_price or 0),
+            "trigger_price": float(order.trigger_price or 0),
+            "average_price": float(order.average_price or 0),
+            "filled_quantity": order.filled_quantity,
+            "pending_quantity": pending,
+            "cancelled_quantity": cancelled,
+            "market_protection": 0,
+            "meta": {},
+            "tag": order.tag,
+            "tags": [order.tag] if order.tag else [],
+            "guid": f"g{order.order_id}",
         }
 
     def _trade_payload(self, index: int) -> dict[str, Any]:
@@ -209,11 +254,19 @@ class FakeKiteServer:
         exchange, symbol = fill.instrument_key.split(":", 1)
         stamp = datetime.fromtimestamp(fill.at_ns / 1e9, IST).strftime("%Y-%m-%d %H:%M:%S")
         return {
-            "trade_id": fill.fill_id, "order_id": fill.order_id, "exchange": exchange, "tradingsymbol": symbol,
+            "trade_id": fill.fill_id,
+            "order_id": fill.order_id,
+            "exchange": exchange,
+            "tradingsymbol": symbol,
             "instrument_token": self._listing(fill.instrument_key).instrument_token,
-            "product": KITE_PRODUCT[fill.product], "average_price": float(fill.price), "quantity": fill.quantity,
-            "exchange_order_id": f"13{fill.order_id[-8:]}", "transaction_type": KITE_SIDE[fill.side],
-            "fill_timestamp": stamp, "order_timestamp": stamp, "exchange_timestamp": stamp,
+            "product": KITE_PRODUCT[fill.product],
+            "average_price": float(fill.price),
+            "quantity": fill.quantity,
+            "exchange_order_id": f"13{fill.order_id[-8:]}",
+            "transaction_type": KITE_SIDE[fill.side],
+            "fill_timestamp": stamp,
+            "order_timestamp": stamp,
+            "exchange_timestamp": stamp,
         }
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -236,14 +289,17 @@ class FakeKiteServer:
         if fault is Fault.TOKEN_EXPIRED:
             return self._error(403, "TokenException", "Incorrect `api_key` or `access_token`.")
         if fault is Fault.TIMEOUT_BEFORE:
-            return Response.json(504, {"status": "error", "message": "Gateway timeout", "error_type": "NetworkException"},
-                                 delay_seconds=self.faults.slow_seconds)
+            return Response.json(
+                504,
+                {"status": "error", "message": "Gateway timeout", "error_type": "NetworkException"},
+                delay_seconds=self.faults.slow_seconds,
+            )
         return None
 
     def _authorised(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
         prefix = f"token {self.api_key}:"
-        return header.startswith(prefix) and header[len(prefix):] in self.access_tokens
+        return header.startswith(prefix) and header[len(prefix) :] in self.access_tokens
 
     def _route(self, request: Request) -> Response:
         with self._lock:
@@ -285,13 +341,27 @@ class FakeKiteServer:
         self.request_tokens.discard(form["request_token"])
         token = self.issue_access_token()
         now = datetime.now(IST).strftime("%Y-%m-%d %H:%M:%S")
-        return self._ok({
-            "user_type": "individual", "email": "trader@example.com", "user_name": "Test Trader",
-            "user_shortname": "Trader", "broker": "ZERODHA", "exchanges": ["NSE", "BSE"],
-            "products": ["CNC", "MIS"], "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None,
-            "user_id": "AB1234", "api_key": self.api_key, "access_token": token,
-            "public_token": secrets.token_hex(8), "refresh_token": "", "enctoken": "", "login_time": now, "meta": {},
-        })
+        return self._ok(
+            {
+                "user_type": "individual",
+                "email": "trader@example.com",
+                "user_name": "Test Trader",
+                "user_shortname": "Trader",
+                "broker": "ZERODHA",
+                "exchanges": ["NSE", "BSE"],
+                "products": ["CNC", "MIS"],
+                "order_types": ["MARKET", "LIMIT", "SL", "SL-M"],
+                "avatar_url": None,
+                "user_id": "AB1234",
+                "api_key": self.api_key,
+                "access_token": token,
+                "public_token": secrets.token_hex(8),
+                "refresh_token": "",
+                "enctoken": "",
+                "login_time": now,
+                "meta": {},
+            }
+        )
 
     def _dispatch(self, request: Request, parts: list[str], operation: str) -> Response:
         exchange = self.exchange
@@ -312,10 +382,10 @@ class FakeKiteServer:
         if parts == ["orders"]:
             return self._ok([self.order_payload(order) for order in list(exchange.orders.values())])
         if len(parts) == 2 and parts[0] == "orders":
-            order = exchange.orders.get(parts[1])
-            if order is None:
+            known = exchange.orders.get(parts[1])
+            if known is None:
                 return self._error(400, "InputException", "Couldn't find that `order_id`.")
-            return self._ok([self.order_payload(order)])
+            return self._ok([self.order_payload(known)])
         if parts == ["trades"]:
             return self._ok([self._trade_payload(i) for i in range(len(exchange.fills))])
         if parts == ["portfolio", "positions"]:
@@ -342,7 +412,9 @@ class FakeKiteServer:
             return self._error(400, "InputException", "Tag length should be less than 20 characters and alphanumeric.")
         fault = self.faults.take("place", allowed=_ORDER_FAULTS)
         order = self.exchange.submit(
-            key, Side.BUY if form["transaction_type"] == "BUY" else Side.SELL, quantity,
+            key,
+            Side.BUY if form["transaction_type"] == "BUY" else Side.SELL,
+            quantity,
             _ORDER_TYPE_FROM_KITE[form["order_type"]],
             ProductType.INTRADAY if form["product"] == "MIS" else ProductType.DELIVERY,
             Decimal(form["price"]) if form.get("price") else None,
@@ -358,37 +430,71 @@ class FakeKiteServer:
         exchange, symbol = position.instrument_key.split(":", 1)
         last = float(self.exchange.prices.get(position.instrument_key, Decimal(0)))
         return {
-            "tradingsymbol": symbol, "exchange": exchange,
+            "tradingsymbol": symbol,
+            "exchange": exchange,
             "instrument_token": self._listing(position.instrument_key).instrument_token,
-            "product": KITE_PRODUCT[position.product], "quantity": position.quantity, "overnight_quantity": 0,
-            "multiplier": 1, "average_price": float(position.average_price), "close_price": 0, "last_price": last,
-            "value": float(position.sell_value - position.buy_value), "pnl": float(position.realized_pnl),
-            "m2m": 0, "unrealised": 0, "realised": float(position.realized_pnl),
-            "buy_quantity": position.buy_quantity, "buy_value": float(position.buy_value),
-            "sell_quantity": position.sell_quantity, "sell_value": float(position.sell_value),
-            "day_buy_quantity": position.buy_quantity, "day_sell_quantity": position.sell_quantity,
+            "product": KITE_PRODUCT[position.product],
+            "quantity": position.quantity,
+            "overnight_quantity": 0,
+            "multiplier": 1,
+            "average_price": float(position.average_price),
+            "close_price": 0,
+            "last_price": last,
+            "value": float(position.sell_value - position.buy_value),
+            "pnl": float(position.realized_pnl),
+            "m2m": 0,
+            "unrealised": 0,
+            "realised": float(position.realized_pnl),
+            "buy_quantity": position.buy_quantity,
+            "buy_value": float(position.buy_value),
+            "sell_quantity": position.sell_quantity,
+            "sell_value": float(position.sell_value),
+            "day_buy_quantity": position.buy_quantity,
+            "day_sell_quantity": position.sell_quantity,
         }
 
     def _margins(self) -> dict[str, Any]:
         used = sum((abs(p.quantity) * p.average_price for p in self.exchange.positions()), Decimal(0))
         cash = Decimal("1000000")
         segment = {
-            "enabled": True, "net": float(cash - used),
-            "available": {"adhoc_margin": 0, "cash": float(cash), "opening_balance": float(cash),
-                          "live_balance": float(cash - used), "collateral": 0, "intraday_payin": 0},
-            "utilised": {"debits": float(used), "exposure": 0, "m2m_realised": 0, "m2m_unrealised": 0,
-                         "option_premium": 0, "payout": 0, "span": 0, "holding_sales": 0, "turnover": 0,
-                         "liquid_collateral": 0, "stock_collateral": 0, "delivery": 0},
+            "enabled": True,
+            "net": float(cash - used),
+            "available": {
+                "adhoc_margin": 0,
+                "cash": float(cash),
+                "opening_balance": float(cash),
+                "live_balance": float(cash - used),
+                "collateral": 0,
+                "intraday_payin": 0,
+            },
+            "utilised": {
+                "debits": float(used),
+                "exposure": 0,
+                "m2m_realised": 0,
+                "m2m_unrealised": 0,
+                "option_premium": 0,
+                "payout": 0,
+                "span": 0,
+                "holding_sales": 0,
+                "turnover": 0,
+                "liquid_collateral": 0,
+                "stock_collateral": 0,
+                "delivery": 0,
+            },
         }
         return {"equity": segment, "commodity": {**segment, "net": 0.0}}
 
     def _instrument_csv(self, exchange: str | None) -> bytes:
-        lines = ["instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,"
-                 "instrument_type,segment,exchange"]
+        lines = [
+            "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,"
+            "instrument_type,segment,exchange"
+        ]
         for item in self.listings:
             if exchange is None or item.exchange == exchange:
-                lines.append(f"{item.instrument_token},{item.instrument_token >> 8},{item.tradingsymbol},"
-                             f"\"{item.name}\",0,,0,{item.tick_size},{item.lot_size},EQ,{item.exchange},{item.exchange}")
+                lines.append(
+                    f"{item.instrument_token},{item.instrument_token >> 8},{item.tradingsymbol},"
+                    f'"{item.name}",0,,0,{item.tick_size},{item.lot_size},EQ,{item.exchange},{item.exchange}'
+                )
         return ("\n".join(lines) + "\n").encode()
 
     def _candles(self, token: int, interval: str, query: dict[str, str]) -> list[list[Any]]:
@@ -399,14 +505,23 @@ class FakeKiteServer:
         at, price = start, 1000.0 + token % 100
         while at < end and len(candles) < 5000:
             open_, close = price, price + ((hash((token, at.isoformat())) % 21) - 10) * 0.05
-            candles.append([at.strftime("%Y-%m-%dT%H:%M:%S%z"), round(open_, 2), round(max(open_, close) + 0.5, 2),
-                            round(min(open_, close) - 0.5, 2), round(close, 2), 1000 + len(candles)])
+            candles.append(
+                [
+                    at.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    round(open_, 2),
+                    round(max(open_, close) + 0.5, 2),
+                    round(min(open_, close) - 0.5, 2),
+                    round(close, 2),
+                    1000 + len(candles),
+                ]
+            )
             price, at = close, at + timedelta(minutes=step)
         return candles
 
     # -- WebSocket ---------------------------------------------------------------------------------
     def _ws_connect(self, connection: ServerConnection) -> bool:
-        assert connection.request is not None
+        if connection.request is None:
+            return False
         query = dict(part.split("=", 1) for part in connection.request.path.split("?", 1)[-1].split("&") if "=" in part)
         return query.get("api_key") == self.api_key and query.get("access_token") in self.access_tokens
 
@@ -444,6 +559,16 @@ class FakeKiteServer:
 
 
 _ORDER_TYPE_FROM_KITE = {code: ours for ours, code in KITE_ORDER_TYPE.items()}
-_HTTP_FAULTS = frozenset({Fault.HTTP_429, Fault.HTTP_500, Fault.HTTP_502, Fault.HTTP_503, Fault.TOKEN_EXPIRED,
-                          Fault.TIMEOUT_BEFORE, Fault.TIMEOUT_AFTER, Fault.DROP_CONNECTION})
+_HTTP_FAULTS = frozenset(
+    {
+        Fault.HTTP_429,
+        Fault.HTTP_500,
+        Fault.HTTP_502,
+        Fault.HTTP_503,
+        Fault.TOKEN_EXPIRED,
+        Fault.TIMEOUT_BEFORE,
+        Fault.TIMEOUT_AFTER,
+        Fault.DROP_CONNECTION,
+    }
+)
 _ORDER_FAULTS = frozenset({Fault.REJECT, Fault.DELAYED_ACK, Fault.PARTIAL_FILL})

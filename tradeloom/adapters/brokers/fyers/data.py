@@ -38,9 +38,13 @@ class FyersOrderStream:
 
     def start(self) -> None:
         socket = FyersOrderSocket(
-            access_token=f"{self._config.client_id}:{self._token_source()}", write_to_file=True,
-            log_path=str(self._config.log_dir), on_orders=self._orders, on_error=self._error,
-            on_connect=self._connected, on_close=lambda message: log.info("fyers order socket closed"),
+            access_token=f"{self._config.client_id}:{self._token_source()}",
+            write_to_file=True,
+            log_path=str(self._config.log_dir),
+            on_orders=self._orders,
+            on_error=self._error,
+            on_connect=self._connected,
+            on_close=lambda message: log.info("fyers order socket closed"),
             reconnect=True,
         )
         socket._FyersOrderSocket__url = self._config.order_socket_url  # the SDK offers no parameter for it
@@ -66,7 +70,7 @@ class FyersOrderStream:
     def _orders(self, message: dict[str, Any]) -> None:
         try:
             update = parsing.parse_order(message["orders"], self._symbols)
-        except Exception:  # noqa: BLE001 - a bad update must not kill the socket thread
+        except Exception:
             self.callback_errors += 1
             log.exception("fyers order socket: unparseable update")
             return
@@ -76,6 +80,6 @@ class FyersOrderStream:
         if self._on_order is not None:
             try:
                 self._on_order(update)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.callback_errors += 1
                 log.exception("fyers order socket: order callback failed")

@@ -19,7 +19,9 @@ def translate(response: Mapping[str, Any], action: str, is_order: bool) -> Trade
     code = int(response.get("code") or 0)
     message = str(response.get("message") or "")
     if code in AUTH_CODES:
-        return TokenExpiredError(f"fyers {action}: session rejected (code {code}: {message}); expected a valid access token")
+        return TokenExpiredError(
+            f"fyers {action}: session rejected (code {code}: {message}); expected a valid access token"
+        )
     if code in TRANSIENT_CODES:
         return TransientBrokerError(f"fyers {action}: broker unavailable (code {code}: {message}); retry later")
     if is_order:

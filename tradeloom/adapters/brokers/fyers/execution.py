@@ -74,8 +74,12 @@ class FyersBroker:
         return f"FyersBroker(client_id={self.config.client_id!r}, api_root={self.config.api_root!r})"
 
     def _new_model(self) -> Any:
-        model = fyersModel.FyersModel(client_id=self.config.client_id, token=self._token.get_secret_value(),
-                                      is_async=False, log_path=str(self.config.log_dir))
+        model = fyersModel.FyersModel(
+            client_id=self.config.client_id,
+            token=self._token.get_secret_value(),
+            is_async=False,
+            log_path=str(self.config.log_dir),
+        )
         adapter = _TimeoutAdapter(self.config.timeout_seconds)
         model.service.session.mount("http://", adapter)
         model.service.session.mount("https://", adapter)
@@ -100,7 +104,7 @@ class FyersBroker:
             bucket.acquire()
             try:
                 response = call()
-            except Exception as error:  # noqa: BLE001 - the SDK should not raise; if it does, the reply was bad
+            except Exception as error:
                 raise TransientBrokerError(f"fyers {action}: malformed reply ({type(error).__name__})") from error
             if is_ok(response):
                 return dict(response)
@@ -114,18 +118,26 @@ class FyersBroker:
 
     def _read(self, action: str, call: Callable[[], Any]) -> Mapping[str, Any]:
         config = self.config
-        return retry_transient(lambda: self._call(action, call, self.read_bucket, False), config.read_retry_attempts,
-                               config.backoff_seconds, config.max_backoff_seconds)
+        return retry_transient(
+            lambda: self._call(action, call, self.read_bucket, False),
+            config.read_retry_attempts,
+            config.backoff_seconds,
+            config.max_backoff_seconds,
+        )
 
     # -- orders ---------------------------------------------------------------------------------------
     def place(self, intent: OrderIntent) -> BrokerOrder:
         body = parsing.order_body(intent, self.symbols)
-        log.info("fyers place", extra={"client_order_id": intent.client_order_id, "instrument_key": intent.instrument_key})
+        log.info(
+            "fyers place", extra={"client_order_id": intent.client_order_id, "instrument_key": intent.instrument_key}
+        )
         try:
             response = self._call("place order", lambda: self._model.place_order(body), self.order_bucket, True)
         except TransientBrokerError as error:
-            log.warning("fyers place: outcome unknown, reconciling by tag",
-                        extra={"client_order_id": intent.client_order_id, "error": str(error)})
+            log.warning(
+                "fyers place: outcome unknown, reconciling by tag",
+                extra={"client_order_id": intent.client_order_id, "error": str(error)},
+            )
             found = self.order_by_client_id(intent.client_order_id)
             if found is not None:
                 return found
@@ -134,10 +146,17 @@ class FyersBroker:
                 "expected to reconcile by client order id before any new attempt"
             ) from error
         return BrokerOrder(
-            broker_order_id=str(response["id"]), client_order_id=intent.client_order_id,
-            instrument_key=intent.instrument_key, side=intent.side, quantity=intent.quantity, filled_quantity=0,
-            state=OrderState.SENT, order_type=intent.order_type, product=intent.product,
-            limit_price=intent.limit_price, stop_price=intent.stop_price,
+            broker_order_id=str(response["id"]),
+            client_order_id=intent.client_order_id,
+            instrument_key=intent.instrument_key,
+            side=intent.side,
+            quantity=intent.quantity,
+            filled_quantity=0,
+            state=OrderState.SENT,
+            order_type=intent.order_type,
+            product=intent.product,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
         )
 
     def modify(
@@ -167,9 +186,12 @@ class FyersBroker:
     def cancel(self, broker_order_id: str) -> BrokerOrder:
         config = self.config
         retry_transient(
-            lambda: self._call("cancel order", lambda: self._model.cancel_order({"id": broker_order_id}),
-                               self.order_bucket, True),
-            config.read_retry_attempts, config.backoff_seconds, config.max_backoff_seconds,
+            lambda: self._call(
+                "cancel order", lambda: self._model.cancel_order({"id": broker_order_id}), self.order_bucket, True
+            ),
+            config.read_retry_attempts,
+            config.backoff_seconds,
+            config.max_backoff_seconds,
         )
         return self.order(broker_order_id)
 
@@ -206,8 +228,11 @@ class FyersBroker:
     # -- market data -----------------------------------------------------------------------------------
     def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime) -> BarColumns:
         query = {
-            "symbol": self.symbols.to_fyers(instrument_key), "resolution": parsing.TIMEFRAME_TO_FYERS[timeframe],
-            "date_format": "0", "range_from": str(int(start.timestamp())), "range_to": str(int(end.timestamp())),
+            "symbol": self.symbols.to_fyers(instrument_key),
+            "resolution": parsing.TIMEFRAME_TO_FYERS[timeframe],
+            "date_format": "0",
+            "range_from": str(int(start.timestamp())),
+            "range_to": str(int(end.timestamp())),
             "cont_flag": "1",
         }
         response = self._read("history", lambda: self._model.history(query))
@@ -222,8 +247,10 @@ class FyersBroker:
         """Order updates from the Fyers order socket. Ticks: the Fyers data socket resolves symbols
         over the internet and is not wired yet (a later step); a tick callback is refused."""
         if on_tick is not None:
-            raise ConfigError("fyers stream: on_tick given, but the Fyers data socket is not wired yet; "
-                              "expected on_tick=None (take ticks from the Kite feed or replay)")
+            raise ConfigError(
+                "fyers stream: on_tick given, but the Fyers data socket is not wired yet; "
+                "expected on_tick=None (take ticks from the Kite feed or replay)"
+            )
         from tradeloom.adapters.brokers.fyers.data import FyersOrderStream
 
         self._stream = FyersOrderStream(self.config, self.symbols, self.current_token, on_order)

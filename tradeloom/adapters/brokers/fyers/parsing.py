@@ -19,8 +19,12 @@ from tradeloom.quality import BarColumns
 log = logging.getLogger(__name__)
 IST = timezone(timedelta(hours=5, minutes=30))
 
-ORDER_TYPE_TO_FYERS: dict[OrderType, int] = {OrderType.LIMIT: 1, OrderType.MARKET: 2, OrderType.STOP: 3,
-                                             OrderType.STOP_LIMIT: 4}
+ORDER_TYPE_TO_FYERS: dict[OrderType, int] = {
+    OrderType.LIMIT: 1,
+    OrderType.MARKET: 2,
+    OrderType.STOP: 3,
+    OrderType.STOP_LIMIT: 4,
+}
 ORDER_TYPE_FROM_FYERS = {code: ours for ours, code in ORDER_TYPE_TO_FYERS.items()}
 PRODUCT_TO_FYERS: dict[ProductType, str] = {ProductType.INTRADAY: "INTRADAY", ProductType.DELIVERY: "CNC"}
 PRODUCT_FROM_FYERS = {code: ours for ours, code in PRODUCT_TO_FYERS.items()} | {"MARGIN": ProductType.DELIVERY}
@@ -74,11 +78,17 @@ def order_body(intent: OrderIntent, symbols: SymbolMap) -> dict[str, Any]:
     if not intent.client_order_id.isalnum():
         raise InputError(f"client_order_id={intent.client_order_id!r}, expected alphanumerics (Fyers orderTag)")
     return {
-        "symbol": symbols.to_fyers(intent.instrument_key), "qty": intent.quantity,
-        "type": ORDER_TYPE_TO_FYERS[intent.order_type], "side": SIDE_TO_FYERS[intent.side],
+        "symbol": symbols.to_fyers(intent.instrument_key),
+        "qty": intent.quantity,
+        "type": ORDER_TYPE_TO_FYERS[intent.order_type],
+        "side": SIDE_TO_FYERS[intent.side],
         "productType": PRODUCT_TO_FYERS[intent.product],
-        "limitPrice": float(intent.limit_price or 0), "stopPrice": float(intent.stop_price or 0),
-        "validity": "DAY", "disclosedQty": 0, "offlineOrder": False, "orderTag": intent.client_order_id,
+        "limitPrice": float(intent.limit_price or 0),
+        "stopPrice": float(intent.stop_price or 0),
+        "validity": "DAY",
+        "disclosedQty": 0,
+        "offlineOrder": False,
+        "orderTag": intent.client_order_id,
     }
 
 
@@ -165,6 +175,9 @@ def parse_candles(candles: list[list[Any]], instrument_key: str) -> BarColumns:
     return BarColumns(
         instrument_key=np.array([instrument_key] * len(array), dtype=object),
         bar_at=array[:, 0].astype(np.int64) * 1_000_000_000,
-        open=array[:, 1].copy(), high=array[:, 2].copy(), low=array[:, 3].copy(), close=array[:, 4].copy(),
+        open=array[:, 1].copy(),
+        high=array[:, 2].copy(),
+        low=array[:, 3].copy(),
+        close=array[:, 4].copy(),
         volume=array[:, 5].copy(),
     )

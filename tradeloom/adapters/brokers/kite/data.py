@@ -7,6 +7,7 @@ On every reconnect the ticker re-reads the access token (daily rollover without 
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,12 @@ from tradeloom.adapters.brokers.updates import OrderUpdateFilter
 from tradeloom.broker import OrderCallback, TickCallback
 
 log = logging.getLogger(__name__)
+
+
+def _reactor() -> Any:
+    # Imported lazily (installing the reactor is a process-wide side effect), and as Any: the
+    # pipeline venv that runs mypy has no Twisted.
+    return importlib.import_module("twisted.internet.reactor")
 
 
 class KiteStream:
@@ -45,11 +52,15 @@ class KiteStream:
         return f"{self._config.ws_root}?api_key={self._config.api_key}&access_token={token}"
 
     def start(self, instrument_tokens: list[int]) -> None:
-        from twisted.internet import reactor
+        reactor = _reactor()
 
         self._tokens = list(instrument_tokens)
-        ticker = KiteTicker(self._config.api_key, self._token_source(), root=self._config.ws_root,
-                            reconnect_max_delay=self._config.reconnect_max_delay_seconds)
+        ticker = KiteTicker(
+            self._config.api_key,
+            self._token_source(),
+            root=self._config.ws_root,
+            reconnect_max_delay=self._config.reconnect_max_delay_seconds,
+        )
         ticker.on_ticks = self._ticks
         ticker.on_open = self._opened
         ticker.on_close = self._closed
@@ -63,7 +74,7 @@ class KiteStream:
             ticker.connect(threaded=True)
 
     def stop(self) -> None:
-        from twisted.internet import reactor
+        reactor = _reactor()
 
         if self._ticker is not None:
             reactor.callFromThread(self._ticker.close)
@@ -84,10 +95,14 @@ class KiteStream:
             return
         try:
             factory.setSessionParameters(
-                url=self._socket_url(self._token_source()), origin=factory.origin, protocols=factory.protocols,
-                useragent=factory.useragent, headers=factory.headers, proxy=factory.proxy,
+                url=self._socket_url(self._token_source()),
+                origin=factory.origin,
+                protocols=factory.protocols,
+                useragent=factory.useragent,
+                headers=factory.headers,
+                proxy=factory.proxy,
             )
-        except Exception:  # noqa: BLE001 - a failed re-read keeps the old token; logged
+        except Exception:
             self.callback_errors += 1
             log.exception("kite stream: could not refresh the token before reconnecting")
 
@@ -103,23 +118,25 @@ class KiteStream:
                 continue
             try:
                 self._on_tick(parsing.parse_tick(payload, key))
-            except Exception:  # noqa: BLE001 - a bad tick or callback must not kill the feed
+            except Exception:
                 self.callback_errors += 1
                 log.exception("kite stream: tick for %s not handled", key)
 
     def _order_update(self, ws: Any, payload: dict[str, Any]) -> None:
         try:
             update = parsing.parse_order(payload)
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.callback_errors += 1
             log.exception("kite stream: unparseable order update")
             return
         if not self.updates.accept(update):
-            log.info("kite stream: stale or duplicate update dropped", extra={"broker_order_id": update.broker_order_id})
+            log.info(
+                "kite stream: stale or duplicate update dropped", extra={"broker_order_id": update.broker_order_id}
+            )
             return
         if self._on_order is not None:
             try:
                 self._on_order(update)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.callback_errors += 1
                 log.exception("kite stream: order callback failed")

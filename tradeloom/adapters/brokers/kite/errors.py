@@ -23,10 +23,14 @@ def translate(error: Exception, action: str) -> TradeloomError:
             "run `python -m executor login kite`"
         )
     if isinstance(error, kite_exceptions.PermissionException):
-        return ConfigError(f"kite {action}: permission denied (HTTP {error.code}: {error}); check the app's permissions")
+        return ConfigError(
+            f"kite {action}: permission denied (HTTP {error.code}: {error}); check the app's permissions"
+        )
     if isinstance(error, kite_exceptions.KiteException):
         code = int(getattr(error, "code", 500))
-        if code in TRANSIENT_HTTP_CODES or isinstance(error, kite_exceptions.NetworkException | kite_exceptions.DataException):
+        if code in TRANSIENT_HTTP_CODES or isinstance(
+            error, kite_exceptions.NetworkException | kite_exceptions.DataException
+        ):
             return TransientBrokerError(f"kite {action}: broker unavailable (HTTP {code}: {error}); retry later")
         return OrderRejectedError(f"kite {action}: refused (HTTP {code} {type(error).__name__}: {error})")
     if isinstance(error, requests.Timeout):

@@ -18,7 +18,15 @@ from tradeloom.adapters.brokers.kite.errors import translate
 from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.adapters.brokers.retry import retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
-from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback, TokenExpiredError
+from tradeloom.broker import (
+    BrokerOrder,
+    BrokerPosition,
+    Funds,
+    OrderCallback,
+    PlacementUnconfirmed,
+    TickCallback,
+    TokenExpiredError,
+)
 from tradeloom.domain import Fill, Instrument, OrderIntent, OrderState, OrderType, Timeframe
 from tradeloom.errors import ConfigError, InputError, TransientBrokerError
 from tradeloom.quality import BarColumns
@@ -45,7 +53,9 @@ class KiteBroker:
         self._token_provider = token_provider or token_provider_for(config)
         self._token = self._token_provider()
         self._client = KiteConnect(
-            api_key=config.api_key, access_token=self._token.get_secret_value(), root=config.root,
+            api_key=config.api_key,
+            access_token=self._token.get_secret_value(),
+            root=config.root,
             timeout=config.timeout_seconds,
         )
         self.order_bucket = TokenBucket(config.orders_per_second)
@@ -84,25 +94,33 @@ class KiteBroker:
                 if attempt == 1 and self._refresh_token():
                     continue
                 raise translate(error, action) from error
-            except Exception as error:  # noqa: BLE001 - every SDK/transport failure is translated
+            except Exception as error:
                 raise translate(error, action) from error
         raise AssertionError("unreachable")
 
     def _read(self, action: str, call: Callable[[], T]) -> T:
         config = self.config
-        return retry_transient(lambda: self._call(action, call, self.read_bucket), config.read_retry_attempts,
-                               config.backoff_seconds, config.max_backoff_seconds)
+        return retry_transient(
+            lambda: self._call(action, call, self.read_bucket),
+            config.read_retry_attempts,
+            config.backoff_seconds,
+            config.max_backoff_seconds,
+        )
 
     # -- orders -----------------------------------------------------------------------------------
     def place(self, intent: OrderIntent) -> BrokerOrder:
         params = parsing.order_params(intent, self.config.variety)
-        log.info("kite place", extra={"client_order_id": intent.client_order_id, "instrument_key": intent.instrument_key})
+        log.info(
+            "kite place", extra={"client_order_id": intent.client_order_id, "instrument_key": intent.instrument_key}
+        )
         try:
             order_id = self._call("place order", lambda: self._client.place_order(**params), self.order_bucket)
         except TransientBrokerError as error:
             # The request may have reached the venue: look it up by tag instead of sending it again.
-            log.warning("kite place: outcome unknown, reconciling by tag",
-                        extra={"client_order_id": intent.client_order_id, "error": str(error)})
+            log.warning(
+                "kite place: outcome unknown, reconciling by tag",
+                extra={"client_order_id": intent.client_order_id, "error": str(error)},
+            )
             found = self.order_by_client_id(intent.client_order_id)
             if found is not None:
                 return found
@@ -111,10 +129,17 @@ class KiteBroker:
                 "expected to reconcile by client order id before any new attempt"
             ) from error
         return BrokerOrder(
-            broker_order_id=str(order_id), client_order_id=intent.client_order_id,
-            instrument_key=intent.instrument_key, side=intent.side, quantity=intent.quantity, filled_quantity=0,
-            state=OrderState.SENT, order_type=intent.order_type, product=intent.product,
-            limit_price=intent.limit_price, stop_price=intent.stop_price,
+            broker_order_id=str(order_id),
+            client_order_id=intent.client_order_id,
+            instrument_key=intent.instrument_key,
+            side=intent.side,
+            quantity=intent.quantity,
+            filled_quantity=0,
+            state=OrderState.SENT,
+            order_type=intent.order_type,
+            product=intent.product,
+            limit_price=intent.limit_price,
+            stop_price=intent.stop_price,
         )
 
     def modify(
@@ -145,8 +170,11 @@ class KiteBroker:
     def cancel(self, broker_order_id: str) -> BrokerOrder:
         # Cancelling twice is harmless at the venue, so transient failures are retried.
         def attempt() -> Any:
-            return self._call("cancel order", lambda: self._client.cancel_order(self.config.variety, broker_order_id),
-                              self.order_bucket)
+            return self._call(
+                "cancel order",
+                lambda: self._client.cancel_order(self.config.variety, broker_order_id),
+                self.order_bucket,
+            )
 
         config = self.config
         retry_transient(attempt, config.read_retry_attempts, config.backoff_seconds, config.max_backoff_seconds)
@@ -186,9 +214,9 @@ class KiteBroker:
         rows = self._read("instruments", lambda: self._client.instruments(exchange))
         instruments = [parsing.parse_instrument(row) for row in rows]
         for instrument in instruments:
-            assert instrument.kite_token is not None
-            self._keys_by_token[instrument.kite_token] = instrument.key
-            self._tokens_by_key[instrument.key] = instrument.kite_token
+            if instrument.kite_token is not None:
+                self._keys_by_token[instrument.kite_token] = instrument.key
+                self._tokens_by_key[instrument.key] = instrument.kite_token
         return instruments
 
     def instrument_token(self, instrument_key: str) -> int:
@@ -205,8 +233,9 @@ class KiteBroker:
         fmt = "%Y-%m-%d %H:%M:%S"
         # Kite reads from/to in exchange time.
         start_ist, end_ist = start.astimezone(parsing.IST).strftime(fmt), end.astimezone(parsing.IST).strftime(fmt)
-        records = self._read("historical data",
-                             lambda: self._client.historical_data(token, start_ist, end_ist, interval))
+        records = self._read(
+            "historical data", lambda: self._client.historical_data(token, start_ist, end_ist, interval)
+        )
         return parsing.parse_candles(records, instrument_key)
 
     def stream(

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tradeloom.broker import BrokerOrder, BrokerPosition, DepthLevel, Funds, Tick
 from tradeloom.domain import Fill, Instrument, OrderIntent, OrderState, OrderType, ProductType, Segment, Side, Timeframe
@@ -69,10 +70,15 @@ def order_params(intent: OrderIntent, variety: str) -> dict[str, Any]:
     if len(intent.client_order_id) > 20 or not intent.client_order_id.isalnum():
         raise InputError(f"client_order_id={intent.client_order_id!r}, expected at most 20 alphanumerics (Kite tag)")
     params: dict[str, Any] = {
-        "variety": variety, "exchange": exchange, "tradingsymbol": symbol,
-        "transaction_type": SIDE_TO_KITE[intent.side], "quantity": intent.quantity,
-        "product": PRODUCT_TO_KITE[intent.product], "order_type": ORDER_TYPE_TO_KITE[intent.order_type],
-        "validity": "DAY", "tag": intent.client_order_id,
+        "variety": variety,
+        "exchange": exchange,
+        "tradingsymbol": symbol,
+        "transaction_type": SIDE_TO_KITE[intent.side],
+        "quantity": intent.quantity,
+        "product": PRODUCT_TO_KITE[intent.product],
+        "order_type": ORDER_TYPE_TO_KITE[intent.order_type],
+        "validity": "DAY",
+        "tag": intent.client_order_id,
     }
     if intent.limit_price is not None:
         params["price"] = float(intent.limit_price)
@@ -166,13 +172,22 @@ def parse_funds(payload: Mapping[str, Any]) -> Funds:
 
 def parse_instrument(row: Mapping[str, Any]) -> Instrument:
     kind = str(row.get("instrument_type", "EQ"))
-    segment = {"EQ": Segment.EQUITY, "FUT": Segment.FUTURES, "CE": Segment.OPTIONS, "PE": Segment.OPTIONS}.get(kind, Segment.EQUITY)
+    segment = {"EQ": Segment.EQUITY, "FUT": Segment.FUTURES, "CE": Segment.OPTIONS, "PE": Segment.OPTIONS}.get(
+        kind, Segment.EQUITY
+    )
     if str(row.get("segment", "")) == "INDICES":
         segment = Segment.INDEX
     return Instrument(
-        exchange=str(row["exchange"]), symbol=str(row["tradingsymbol"]), segment=segment,
-        tick_size=Decimal(str(row["tick_size"])), lot_size=int(row["lot_size"]), currency="INR",
-        timezone="Asia/Kolkata", session_open=time(9, 15), session_close=time(15, 30), calendar="XBOM",
+        exchange=str(row["exchange"]),
+        symbol=str(row["tradingsymbol"]),
+        segment=segment,
+        tick_size=Decimal(str(row["tick_size"])),
+        lot_size=int(row["lot_size"]),
+        currency="INR",
+        timezone="Asia/Kolkata",
+        session_open=time(9, 15),
+        session_close=time(15, 30),
+        calendar="XBOM",
         kite_token=int(row["instrument_token"]),
     )
 
@@ -183,7 +198,8 @@ def parse_tick(payload: Mapping[str, Any], instrument_key: str) -> Tick:
     def levels(side: str) -> tuple[DepthLevel, ...]:
         return tuple(
             DepthLevel(float(level["price"]), int(level["quantity"]), int(level["orders"]))
-            for level in depth.get(side, []) if level["quantity"] > 0
+            for level in depth.get(side, [])
+            if level["quantity"] > 0
         )
 
     return Tick(
@@ -193,7 +209,9 @@ def parse_tick(payload: Mapping[str, Any], instrument_key: str) -> Tick:
         volume=int(payload.get("volume_traded") or 0),
         # The SDK builds exchange_timestamp with datetime.fromtimestamp (local time, naive);
         # .timestamp() on that naive value maps back to the original epoch.
-        exchange_at_ns=int(payload["exchange_timestamp"].timestamp()) * 1_000_000_000 if payload.get("exchange_timestamp") else 0,
+        exchange_at_ns=int(payload["exchange_timestamp"].timestamp()) * 1_000_000_000
+        if payload.get("exchange_timestamp")
+        else 0,
         bids=levels("buy"),
         asks=levels("sell"),
     )
@@ -201,9 +219,16 @@ def parse_tick(payload: Mapping[str, Any], instrument_key: str) -> Tick:
 
 def parse_candles(records: list[Mapping[str, Any]], instrument_key: str) -> BarColumns:
     count = len(records)
-    column = (lambda name: np.array([float(record[name]) for record in records], dtype=np.float64))
+
+    def column(name: str) -> npt.NDArray[np.float64]:
+        return np.array([float(record[name]) for record in records], dtype=np.float64)
+
     return BarColumns(
         instrument_key=np.array([instrument_key] * count, dtype=object),
         bar_at=np.array([to_utc_ns(record["date"]) for record in records], dtype=np.int64),
-        open=column("open"), high=column("high"), low=column("low"), close=column("close"), volume=column("volume"),
+        open=column("open"),
+        high=column("high"),
+        low=column("low"),
+        close=column("close"),
+        volume=column("volume"),
     )

@@ -1,0 +1,45 @@
+"""market_data_ingest: every 15 minutes in the NSE session and once after the close, pull the interval's
+bars from the configured source, ingest them (idempotent upsert) and run the data gate over the interval.
+The end-of-day run covers the whole day."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import MultipleCronTriggerTimetable, dag, get_current_context, task
+from tradeloom_dag_support import EXCHANGE_TZ, START_DATE, TAGS, default_args, ml_task
+
+END_OF_DAY_HOUR = 16
+
+
+@dag(dag_id="market_data_ingest",
+     schedule=MultipleCronTriggerTimetable("*/15 9-15 * * 1-5", "0 16 * * 1-5", timezone=EXCHANGE_TZ),
+     start_date=START_DATE, catchup=False, max_active_runs=1, tags=[*TAGS, "data"], default_args=default_args(),
+     doc_md=__doc__, params={"window_minutes": 15, "source": "synthetic", "table": "bars_1m"})
+def market_data_ingest() -> None:
+    @task
+    def plan_window() -> dict[str, Any]:
+        context = get_current_context()
+        logical = context["logical_date"]
+        minutes = int(context["params"]["window_minutes"])
+        if logical.astimezone(EXCHANGE_TZ).hour >= END_OF_DAY_HOUR:
+            minutes = max(minutes, 24 * 60)
+        return {"logical": logical.isoformat(), "minutes": minutes}
+
+    @ml_task()
+    def ingest(window: dict[str, Any], source: str) -> dict[str, Any]:
+        from pipelines.jobs import ingest_interval
+
+        return ingest_interval(window["logical"], int(window["minutes"]), source)
+
+    @ml_task()
+    def validate(window: dict[str, Any], table: str, ingested: dict[str, Any]) -> dict[str, Any]:
+        from pipelines.jobs import validate_interval
+
+        return validate_interval(table, window["logical"], int(window["minutes"]))
+
+    window = plan_window()
+    validate(window, "{{ params.table }}", ingest(window, "{{ params.source }}"))
+
+
+market_data_ingest()

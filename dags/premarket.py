@@ -1,0 +1,57 @@
+"""premarket: before the NSE session, check the database, MLflow, the `@champion` model and the broker
+session; write the health flag the executor reads before it starts; e-mail the operator on red.
+Skips exchange holidays and weekends (exchange_calendars, XBOM = the NSE equity holiday list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import dag, task
+from tradeloom_dag_support import ALERT_TO, SMTP_CONN_ID, START_DATE, TAGS, default_args, ml_task
+
+
+@dag(dag_id="premarket", schedule="30 8 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
+     tags=[*TAGS, "operations"], default_args=default_args(), doc_md=__doc__,
+     params={"calendar": "XBOM"})
+def premarket() -> None:
+    @ml_task()
+    def session_check(day: str, calendar: str) -> dict[str, Any]:
+        from pipelines.jobs import session_day
+
+        return session_day(day, calendar)
+
+    @task.short_circuit
+    def is_trading_day(session: dict[str, Any]) -> bool:
+        return bool(session["is_session"])
+
+    @ml_task()
+    def health_checks(day: str) -> dict[str, Any]:
+        from pipelines.jobs import premarket
+
+        return premarket(day)
+
+    @task(templates_dict={"to": ALERT_TO})
+    def alert_if_red(result: dict[str, Any], templates_dict: dict[str, Any] | None = None) -> str:
+        """A red result is a finding, not a task failure: e-mail it and let the run succeed."""
+        if result["status"] == "green":
+            return "green"
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+        failed = {name: check["detail"] for name, check in result["checks"].items() if not check["ok"]}
+        items = "".join(f"<li><b>{name}</b>: {detail}</li>" for name, detail in failed.items())
+        with SmtpHook(smtp_conn_id=SMTP_CONN_ID) as hook:
+            hook.send_email_smtp(
+                to=(templates_dict or {})["to"],
+                subject=f"[tradeloom] premarket RED for {result['session_date']}: executor blocked",
+                html_content=f"<p>The executor will not start: health flag {result['health_file']}</p>"
+                             f"<ul>{items}</ul>",
+            )
+        return "red"
+
+    session = session_check("{{ ds }}", "{{ params.calendar }}")
+    checks = health_checks("{{ ds }}")
+    is_trading_day(session) >> checks
+    alert_if_red(checks)
+
+
+premarket()

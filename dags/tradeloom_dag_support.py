@@ -1,0 +1,54 @@
+"""What every tradeloom DAG shares: where the pipeline venv is, schedules' time zone, retries with
+exponential back-off and the failure e-mail. Holds no DAG; Airflow parses it and finds none.
+
+Nothing heavy is imported here: the pipeline code runs in the ML venv (`ml_task`), never in Airflow's.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import task
+
+REPO = Path(__file__).resolve().parents[1]
+# The pipeline venv: torch, mlflow, dbt, GX and Evidently cannot share Airflow's dependency pins.
+ML_PYTHON = os.environ.get("TRADELOOM_ML_PYTHON", str(REPO / ".loom" / "venv-ml" / "bin" / "python"))
+EXCHANGE_TZ = pendulum.timezone("Asia/Kolkata")
+START_DATE = pendulum.datetime(2024, 1, 1, tz=EXCHANGE_TZ)
+SMTP_CONN_ID = "smtp_default"
+ALERT_TO = "{{ var.value.get('tradeloom_alert_email', 'operator@localhost') }}"
+TAGS = ["tradeloom"]
+
+
+def failure_email() -> SmtpNotifier:
+    return SmtpNotifier(
+        to=ALERT_TO,
+        smtp_conn_id=SMTP_CONN_ID,
+        subject="[tradeloom] FAILED {{ ti.dag_id }}.{{ ti.task_id }} ({{ ds }})",
+        html_content=(
+            "<p>Task <b>{{ ti.dag_id }}.{{ ti.task_id }}</b> failed on try {{ ti.try_number }} for the run of "
+            "{{ ds }}.</p><p>Run id: {{ run_id }}</p>"
+        ),
+    )
+
+
+def default_args(retries: int = 2) -> dict[str, Any]:
+    return {
+        "owner": "tradeloom",
+        "retries": retries,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=20),
+        "on_failure_callback": failure_email(),
+    }
+
+
+def ml_task(**kwargs: Any) -> Any:
+    """A TaskFlow task run by the ML venv's interpreter; its function imports what it needs and returns
+    builtins only (the result is unpickled back in Airflow's venv)."""
+    return task.external_python(python=ML_PYTHON, expect_airflow=False, expect_pendulum=False, **kwargs)

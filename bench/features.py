@@ -32,15 +32,15 @@ def main() -> None:
     db.cluster.psql("create extension if not exists timescaledb", database=name)
     migrate(db)
     ingest(synthetic_batch(instruments, days, 7), db, register_instruments=True)
-    with db.transaction() as conn, conn.cursor() as cur:
+    with db.transaction(db.settings.owner_role) as conn, conn.cursor() as cur:
         cur.execute("select max(bar_at) from bars_1m")
         row = cur.fetchone()
         if row is None or row[0] is None:
             raise SystemExit("no synthetic bars were ingested")
         last = row[0]
         last_day_start = last.replace(hour=0, minute=0, second=0, microsecond=0)
-        cur.execute("create temp table held as delete from bars_1m where bar_at >= %s returning *", (last_day_start,))
-        cur.execute("create table bench_held as select * from held")
+        cur.execute("create table bench_held as select * from bars_1m where bar_at >= %s", (last_day_start,))
+        cur.execute("delete from bars_1m where bar_at >= %s", (last_day_start,))
     started = time.perf_counter()
     full = build_features(db, full_refresh=True, enforce_data_gate=False, timeframes=timeframes, run_tests=False)
     full_s = time.perf_counter() - started

@@ -3,23 +3,21 @@ links), Evidently report attached, sent through the Airflow SMTP connection `smt
 
 from __future__ import annotations
 
-from typing import Any
-
 from airflow.sdk import dag, task
-from tradeloom_dag_support import SMTP_CONN_ID, START_DATE, TAGS, default_args, ml_task
+from tradeloom_dag_support import ML_VENV, SMTP_CONN_ID, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="daily_report", schedule="30 19 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
      tags=[*TAGS, "monitoring"], default_args=default_args(), doc_md=__doc__)
 def daily_report() -> None:
-    @ml_task()
-    def prepare(day: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def prepare(day: str) -> dict[str, object]:
         from pipelines.jobs import prepare_daily_report
 
         return prepare_daily_report(day)
 
     @task
-    def send(prepared: dict[str, Any]) -> dict[str, Any]:
+    def send(prepared: dict[str, object]) -> dict[str, object]:
         """The pipeline's subject, HTML body and attachments, sent through the connection."""
         from pathlib import Path
 
@@ -31,8 +29,8 @@ def daily_report() -> None:
                                  html_content=Path(prepared["html_path"]).read_text(encoding="utf-8"))
         return {"day": prepared["day"], "strategy": prepared["strategy"], "recipients": prepared["recipients"]}
 
-    @ml_task()
-    def mark_sent(sent: dict[str, Any]) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def mark_sent(sent: dict[str, object]) -> dict[str, object]:
         from pipelines.jobs import mark_daily_report_sent
 
         return mark_daily_report_sent(sent["day"], sent["strategy"])

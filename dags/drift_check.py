@@ -4,17 +4,15 @@ execution parity; stored in `drift_runs`, HTML under .loom/reports/."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import dag
-from tradeloom_dag_support import START_DATE, TAGS, default_args, ml_task
+from airflow.sdk import dag, task
+from tradeloom_dag_support import ML_VENV, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="drift_check", schedule="0 19 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
      tags=[*TAGS, "monitoring"], default_args=default_args(), doc_md=__doc__)
 def drift_check() -> None:
-    @ml_task()
-    def drift(window_end: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def drift(window_end: str) -> dict[str, object]:
         from pipelines.jobs import drift
 
         return drift(window_end)

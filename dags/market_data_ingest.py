@@ -4,10 +4,8 @@ The end-of-day run covers the whole day."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from airflow.sdk import MultipleCronTriggerTimetable, dag, get_current_context, task
-from tradeloom_dag_support import EXCHANGE_TZ, START_DATE, TAGS, default_args, ml_task
+from tradeloom_dag_support import EXCHANGE_TZ, ML_VENV, START_DATE, TAGS, default_args
 
 END_OF_DAY_HOUR = 16
 
@@ -18,7 +16,7 @@ END_OF_DAY_HOUR = 16
      doc_md=__doc__, params={"window_minutes": 15, "source": "synthetic", "table": "bars_1m"})
 def market_data_ingest() -> None:
     @task
-    def plan_window() -> dict[str, Any]:
+    def plan_window() -> dict[str, object]:
         context = get_current_context()
         logical = context["logical_date"]
         minutes = int(context["params"]["window_minutes"])
@@ -26,14 +24,14 @@ def market_data_ingest() -> None:
             minutes = max(minutes, 24 * 60)
         return {"logical": logical.isoformat(), "minutes": minutes}
 
-    @ml_task()
-    def ingest(window: dict[str, Any], source: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def ingest(window: dict[str, object], source: str) -> dict[str, object]:
         from pipelines.jobs import ingest_interval
 
         return ingest_interval(window["logical"], int(window["minutes"]), source)
 
-    @ml_task()
-    def validate(window: dict[str, Any], table: str, ingested: dict[str, Any]) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def validate(window: dict[str, object], table: str, ingested: dict[str, object]) -> dict[str, object]:
         from pipelines.jobs import validate_interval
 
         return validate_interval(table, window["logical"], int(window["minutes"]))

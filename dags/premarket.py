@@ -4,34 +4,32 @@ Skips exchange holidays and weekends (exchange_calendars, XBOM = the NSE equity 
 
 from __future__ import annotations
 
-from typing import Any
-
 from airflow.sdk import dag, task
-from tradeloom_dag_support import ALERT_TO, SMTP_CONN_ID, START_DATE, TAGS, default_args, ml_task
+from tradeloom_dag_support import ALERT_TO, ML_VENV, SMTP_CONN_ID, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="premarket", schedule="30 8 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
      tags=[*TAGS, "operations"], default_args=default_args(), doc_md=__doc__,
      params={"calendar": "XBOM"})
 def premarket() -> None:
-    @ml_task()
-    def session_check(day: str, calendar: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def session_check(day: str, calendar: str) -> dict[str, object]:
         from pipelines.jobs import session_day
 
         return session_day(day, calendar)
 
     @task.short_circuit
-    def is_trading_day(session: dict[str, Any]) -> bool:
+    def is_trading_day(session: dict[str, object]) -> bool:
         return bool(session["is_session"])
 
-    @ml_task()
-    def health_checks(day: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def health_checks(day: str) -> dict[str, object]:
         from pipelines.jobs import premarket
 
         return premarket(day)
 
     @task(templates_dict={"to": ALERT_TO})
-    def alert_if_red(result: dict[str, Any], templates_dict: dict[str, Any] | None = None) -> str:
+    def alert_if_red(result: dict[str, object], templates_dict: dict[str, object] | None = None) -> str:
         """A red result is a finding, not a task failure: e-mail it and let the run succeed."""
         if result["status"] == "green":
             return "green"

@@ -1,7 +1,7 @@
 """What every tradeloom DAG shares: where the pipeline venv is, schedules' time zone, retries with
 exponential back-off and the failure e-mail. Holds no DAG; Airflow parses it and finds none.
 
-Nothing heavy is imported here: the pipeline code runs in the ML venv (`ml_task`), never in Airflow's.
+Nothing heavy is imported here: the pipeline code runs in the ML venv (`ML_VENV`), never in Airflow's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 
 import pendulum
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import task
 
 REPO = Path(__file__).resolve().parents[1]
 # The pipeline venv: torch, mlflow, dbt, GX and Evidently cannot share Airflow's dependency pins.
@@ -23,6 +22,10 @@ START_DATE = pendulum.datetime(2024, 1, 1, tz=EXCHANGE_TZ)
 SMTP_CONN_ID = "smtp_default"
 ALERT_TO = "{{ var.value.get('tradeloom_alert_email', 'operator@localhost') }}"
 TAGS = ["tradeloom"]
+# Keyword arguments of `@task.external_python` for pipeline tasks. Spelled out at each task (not wrapped in a
+# helper decorator) because Airflow strips only `@task.external_python(...)` from the source it ships to the
+# venv. The function imports what it needs and returns builtins (unpickled back in Airflow's venv).
+ML_VENV: dict[str, Any] = {"python": ML_PYTHON, "expect_airflow": False, "expect_pendulum": False}
 
 
 def failure_email() -> SmtpNotifier:
@@ -38,17 +41,13 @@ def failure_email() -> SmtpNotifier:
 
 
 def default_args(retries: int = 2) -> dict[str, Any]:
+    # TRADELOOM_DAG_RETRIES caps retries for the whole deployment (0 in tests: a failure shows at once).
+    cap = int(os.environ.get("TRADELOOM_DAG_RETRIES", retries))
     return {
         "owner": "tradeloom",
-        "retries": retries,
+        "retries": min(retries, cap),
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=20),
         "on_failure_callback": failure_email(),
     }
-
-
-def ml_task(**kwargs: Any) -> Any:
-    """A TaskFlow task run by the ML venv's interpreter; its function imports what it needs and returns
-    builtins only (the result is unpickled back in Airflow's venv)."""
-    return task.external_python(python=ML_PYTHON, expect_airflow=False, expect_pendulum=False, **kwargs)

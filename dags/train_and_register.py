@@ -4,18 +4,16 @@ config's gate has auto_promote on (off by default: a quant promotes in the MLflo
 
 from __future__ import annotations
 
-from typing import Any
-
-from airflow.sdk import dag
-from tradeloom_dag_support import START_DATE, TAGS, default_args, ml_task
+from airflow.sdk import dag, task
+from tradeloom_dag_support import ML_VENV, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="train_and_register", schedule="0 18 * * 1-5", start_date=START_DATE, catchup=False,
      max_active_runs=1, tags=[*TAGS, "models"], default_args=default_args(retries=1), doc_md=__doc__,
      params={"train_config": "configs/direction_daily.yaml"})
 def train_and_register() -> None:
-    @ml_task(execution_timeout=None)
-    def train(config_path: str) -> dict[str, Any]:
+    @task.external_python(**ML_VENV)
+    def train(config_path: str) -> dict[str, object]:
         from pipelines.jobs import train_and_register
 
         return train_and_register(config_path)

@@ -32,6 +32,7 @@ def run(
     replay_start: Annotated[str | None, typer.Option(help="replay stored bars from this UTC time")] = None,
     replay_end: Annotated[str | None, typer.Option(help="... up to this UTC time")] = None,
     speed: Annotated[float, typer.Option(help="seconds to wait between replayed bars")] = 0.0,
+    reconcile_only: Annotated[bool, typer.Option(help="start, reconcile with the broker, restore stops, exit")] = False,
 ) -> None:
     """Run the executor: reconcile with the broker, then trade bar by bar (replay or live feed)."""
     from executor.service import ExecutorService, describe_day
@@ -43,6 +44,9 @@ def run(
     service = ExecutorService(settings)
     report = service.start()
     console.print(f"reconciled with {service.broker.name}: {report}")
+    if reconcile_only:
+        service.close()
+        return
     if replay_start is None or replay_end is None:
         raise typer.BadParameter("live feeds run through the broker adapters' streams; give --replay-start and "
                                  "--replay-end to replay stored bars")

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -22,7 +23,7 @@ import psycopg2.extensions
 
 from executor.journal import Journal
 from executor.metrics import Metrics
-from executor.oms import OrderManager
+from executor.oms import Lineage, OrderManager
 from executor.settings import BrokerName, ExecutorSettings, TradingMode
 from executor.trader import BarSlice, OnnxChampion, Scorer, SmaCrossScorer, Trader
 from tradeloom.adapters.brokers.paper import PaperBroker
@@ -30,7 +31,7 @@ from tradeloom.adapters.pgcluster import LocalCluster
 from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments
 from tradeloom.broker import Broker
 from tradeloom.calendars import session_context
-from tradeloom.domain import Instrument, Timeframe
+from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderType, Side, Timeframe, client_order_id
 from tradeloom.engine.state import Universe
 from tradeloom.errors import ConfigError, DatabaseUnavailableError
 from tradeloom.features.online import OnlineFeatureEngine
@@ -105,10 +106,15 @@ class ExecutorService:
         if settings.broker is BrokerName.PAPER:
             return PaperBroker(self.keys, cash=settings.cash, config=settings.paper,
                                state_path=settings.state_dir / "paper-account.json")
-        raise ConfigError(
-            f"broker={settings.broker.value!r}: construct it with its adapter (see README, 'real brokers') and pass "
-            "it to ExecutorService(broker=...)"
-        )
+        if settings.broker is BrokerName.KITE and settings.kite is not None:
+            from tradeloom.adapters.brokers.kite.execution import KiteBroker
+
+            return KiteBroker(settings.kite)
+        if settings.broker is BrokerName.FYERS and settings.fyers is not None:
+            from tradeloom.adapters.brokers.fyers.execution import FyersBroker
+
+            return FyersBroker(settings.fyers)
+        raise ConfigError(f"broker={settings.broker.value!r} has no settings")
 
     def _load_scorer(self) -> Scorer:
         model = self.settings.model
@@ -136,10 +142,56 @@ class ExecutorService:
         orders, fill_ids = self.journal.load_orders()
         self.orders.adopt(orders, fill_ids)
         self.reconcile_report = self.orders.reconcile()
+        self.reconcile_report["protective_stops_restored"] = self.ensure_protection()
+        self.journal.flush()
         self.journal.record_event("start", {"mode": self.settings.trading_mode.value, "model": self.scorer.name,
                                             "version": self.scorer.version, "reconcile": self.reconcile_report})
         log.info("reconciled with %s: %s", self.broker.name, self.reconcile_report)
         return self.reconcile_report
+
+    def ensure_protection(self) -> int:
+        """Give every broker position without an open protective stop one, at start-up.
+
+        A crash between an entry's send and its stop leg's journal record leaves a position naked. The
+        restored stop gets the id the engine itself will use when it re-decides that bar
+        (strategy, instrument, entry bar, stop_loss), so the engine's own stop is then refused as a duplicate.
+        """
+        stops = self.settings.engine.stops
+        if not stops.has_stop:
+            return 0
+        restored = 0
+        ticks = dict(zip(self.universe.keys, self.universe.tick_size, strict=True))
+        for position in self.broker.positions():
+            if position.quantity == 0 or position.instrument_key not in ticks:
+                continue
+            covered = sum(
+                order.intent.quantity - order.filled_quantity for order in self.orders.open_orders()
+                if order.intent.instrument_key == position.instrument_key and order.intent.purpose is IntentPurpose.STOP_LOSS
+                and int(order.intent.side) * position.quantity < 0
+            )
+            if covered >= abs(position.quantity):
+                continue
+            entries = [o for o in self.orders.orders.values() if o.intent.instrument_key == position.instrument_key
+                       and o.intent.purpose is IntentPurpose.ENTRY and o.filled_quantity > 0]
+            bar = max((o.lineage.bar_at_ns or 0 for o in entries), default=self.trader.last_bar_at_ns)
+            leg = 0
+            while (client_id := client_order_id(self.settings.engine.strategy, position.instrument_key, bar,
+                                                IntentPurpose.STOP_LOSS, leg)) in self.orders.orders:
+                leg += 1
+            side = Side.SELL if position.quantity > 0 else Side.BUY
+            fraction = stops.stop_loss_pct or 0.05
+            tick = Decimal(str(ticks[position.instrument_key]))
+            raw = position.average_price * (Decimal(1) - Decimal(str(fraction)) * Decimal(-int(side)))
+            price = (raw / tick).to_integral_value(ROUND_FLOOR if side is Side.SELL else ROUND_CEILING) * tick
+            intent = OrderIntent(client_id, position.instrument_key, side, abs(position.quantity) - covered,
+                                 OrderType.STOP, IntentPurpose.STOP_LOSS, stop_price=price,
+                                 product=self.settings.engine.product)
+            log.warning("restoring a protective stop for naked %s position %s at %s", position.instrument_key,
+                        position.quantity, price)
+            self.orders.submit(intent, Lineage(self.settings.engine.strategy, self.settings.trading_mode.value, bar,
+                                               "reconciliation", "restore"))
+            restored += 1
+        return restored
 
     def warm_up(self, matrix: BarMatrix) -> None:
         """Feed bars before the session into the online features and the scorer, without trading."""
@@ -176,15 +228,15 @@ class ExecutorService:
                         session_day=day, minutes_to_close=minutes, source=source)
 
     def run_replay(self, start: datetime, end: datetime, *, warmup_bars: int | None = None,
-                   speed: float = 0.0, require_validated: bool = False) -> ReplaySummary:
+                   speed: float = 0.0, require_validated: bool | None = None) -> ReplaySummary:
         """Drive the service from stored bars (paper broker, accelerated: `speed` seconds between bars)."""
         if self.settings.trading_mode is TradingMode.LIVE:
             raise ConfigError("replay runs with trading_mode='replay' or 'paper', never 'live'")
         start_ns, end_ns = int(start.timestamp() * NS), int(end.timestamp() * NS)
         conn = self._connect()
         try:
-            matrix = load_bar_matrix(conn, self.timeframe, self.keys, start_ns, end_ns,
-                                     require_validated=require_validated)
+            gate = self.settings.require_validated if require_validated is None else require_validated
+            matrix = load_bar_matrix(conn, self.timeframe, self.keys, start_ns, end_ns, require_validated=gate)
             warm = warmup_bars if warmup_bars is not None else self.settings.warmup_bars
             if warm and self.trader.bars_done == 0 and self.features.bar_count.max() == 0:
                 history = load_bar_matrix(conn, self.timeframe, self.keys, start_ns - warm * self.timeframe.seconds

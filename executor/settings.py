@@ -10,9 +10,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tradeloom.adapters.brokers.fyers.config import FyersConfig
+from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.engine.config import BrokerConfig, EngineConfig
 from tradeloom.errors import ConfigError
 from tradeloom.settings import project_root
@@ -49,6 +51,8 @@ class ExecutorSettings(BaseSettings):
     cash: float = 1_000_000.0
     engine: EngineConfig = Field(default_factory=EngineConfig)
     paper: BrokerConfig = Field(default_factory=BrokerConfig)
+    # Replays trade only (instrument, day) cells the data gate marked passed (see `tradeloom validate`).
+    require_validated: bool = True
     warmup_bars: int = Field(default=200, ge=0)  # bars restored into the online features at start-up
     stale_feed_seconds: float = Field(default=30.0, gt=0)
     late_tick_grace_seconds: float = Field(default=2.0, ge=0)
@@ -57,17 +61,18 @@ class ExecutorSettings(BaseSettings):
     kill_switch_flattens: bool = False  # on kill: cancel entries and flatten, or keep positions with their stops
     metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1:<port>
     health_flag: Path | None = None  # the premarket DAG's verdict; live trading refuses a red or missing flag
-    kite_api_key: str | None = None
-    kite_api_secret: SecretStr | None = None
-    kite_access_token: SecretStr | None = None
-    kite_root: str | None = None
-    fyers_client_id: str | None = None
-    fyers_access_token: SecretStr | None = None
+    # Broker connections (secrets are SecretStr inside; env: TRADELOOM_EXECUTOR_KITE__API_KEY=..., etc.).
+    kite: KiteConfig | None = None
+    fyers: FyersConfig | None = None
 
     @model_validator(mode="after")
     def _live_needs_real_broker(self) -> ExecutorSettings:
         if self.trading_mode is TradingMode.LIVE and self.broker is BrokerName.PAPER:
             raise ConfigError("trading_mode='live' needs broker='kite' or 'fyers' (the paper broker is not live)")
+        if self.broker is BrokerName.KITE and self.kite is None:
+            raise ConfigError("broker='kite' needs the kite settings (api_key, api_secret, token_file or access_token)")
+        if self.broker is BrokerName.FYERS and self.fyers is None:
+            raise ConfigError("broker='fyers' needs the fyers settings (client_id, secret_key, token_file or access_token)")
         if self.trading_mode is TradingMode.LIVE and self.model.startswith("baseline:"):
             raise ConfigError(f"trading_mode='live' needs a registered model, got model={self.model!r}")
         return self

@@ -135,7 +135,7 @@ def run_backtest(
         raise InputError(f"probabilities must have shape {(n_bars, n, 3)}, got {probabilities.shape}")
     keys = data.universe.keys
     broker = SimulatedBroker(broker_config, keys, cash)
-    state = EngineState.initial(n, cash, engine_config.risk.history_bars)
+    state = EngineState.for_config(engine_config, n, cash)
     days = data.session_day if data.session_day is not None else _session_days(data.bar_at_ns)
     equity = np.empty(n_bars)
     positions = np.empty((n_bars, n), dtype=np.int64)

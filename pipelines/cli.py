@@ -84,7 +84,9 @@ def db_migrate() -> None:
 
 
 @db_app.command("reset")
-def db_reset(yes: Annotated[bool, typer.Option("--yes", help="confirm: every row in the store is deleted")] = False) -> None:
+def db_reset(
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: every row in the store is deleted")] = False,
+) -> None:
     """Drop and recreate the local store (development only; refuses an external DATABASE_URL)."""
     db = _database()
     if not db.is_local:
@@ -230,18 +232,109 @@ def summary() -> None:
     console.print(table)
 
 
+DEMO_EXECUTOR_DAY = ("2024-01-12", "2024-01-13")  # the last session of the seeded synthetic minute bars
+
+
 @app.command("demo")
-def demo() -> None:
-    """The main job end to end on the embedded defaults."""
+def demo(
+    skip_training: Annotated[bool, typer.Option(help="reuse the registered models")] = False,
+) -> None:
+    """The main job end to end on the embedded defaults: data, quality gate, features, models, backtest,
+    a replayed trading day through the executor, drift report, daily email."""
+    import json
+    import time
+
     settings = PipelineSettings()
-    console.rule("[bold]1. database")
+    db = _database()
+    started = time.perf_counter()
+    artefacts: dict[str, str] = {}
+
+    def stage(number: int, title: str) -> None:
+        console.rule(f"[bold]{number}. {title}[/]  [dim]({time.perf_counter() - started:.0f}s)[/]")
+
+    stage(1, "database")
     db_up()
-    console.rule("[bold]2. ingest real bundled data")
+    stage(2, "ingest real bundled data")
     ingest_bundled()
-    console.rule("[bold]3. ingest seeded synthetic minute bars")
+    stage(3, "ingest seeded synthetic minute bars")
     ingest_synthetic(settings.synthetic_instruments, settings.synthetic_days, settings.synthetic_seed)
-    console.rule("[bold]4. summary")
     summary()
+    stage(4, "data quality gate (Great Expectations)")
+    from pipelines.validate import demo_gate
+
+    for line in demo_gate(db):
+        console.print(line, highlight=False)
+    stage(5, "features in TimescaleDB (dbt)")
+    from pipelines.features import demo_build
+
+    console.print(demo_build(db), highlight=False)
+    stage(6, "train, register, @champion (MLflow)")
+    from pipelines.commands.models import comparison_table
+    from pipelines.mlflow_server import registry_target
+    from pipelines.train import demo_train, load_config, train_from_db
+    from tradeloom.settings import project_root
+
+    if not skip_training:
+        console.print(comparison_table(demo_train(db), "out-of-sample, after costs: models vs baselines (AAPL daily)"))
+        intraday, _ = train_from_db(db, load_config(project_root() / "configs" / "direction_intraday.yaml"),
+                                    registry_target(db.settings))
+        console.print(comparison_table(intraday.comparison_rows(),
+                                       "intraday model for the executor (synthetic minute bars)"))
+    stage(7, "walk-forward backtest vs baselines (the engine)")
+    from pipelines.backtest import demo_walk_forward
+
+    reports = settings.home / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    tearsheet = demo_walk_forward(db, reports)
+    artefacts["tearsheet"] = str(tearsheet)
+    console.print(f"tearsheet: {tearsheet}")
+    stage(8, "a replayed trading day through the executor (paper broker, @champion)")
+    config = settings.home / "demo" / "executor.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({
+        "trading_mode": "replay", "broker": "paper", "model": "mlflow:direction_intraday", "timeframe": "1m",
+        "instruments": [f"SYNTH:SYN{i:03d}" for i in range(settings.synthetic_instruments)], "warmup_bars": 375,
+        "engine": {"strategy": "demo", "signal": {"enter_threshold": 0.4, "exit_threshold": 0.45}},
+        "state_root": str(settings.home / "demo" / "executor"),
+    }), encoding="utf-8")
+    import shutil
+
+    shutil.rmtree(settings.home / "demo" / "executor", ignore_errors=True)  # a fresh paper account each demo
+    with db.transaction(db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("delete from order_events where client_order_id in (select client_order_id from orders"
+                    " where strategy = 'demo'); delete from fills where client_order_id in (select client_order_id"
+                    " from orders where strategy = 'demo'); delete from orders where strategy = 'demo';"
+                    " delete from decisions where strategy = 'demo';"
+                    " delete from equity_snapshots where strategy = 'demo'")
+    python = settings.home / "venv-live" / "bin" / "python"
+    code = subprocess.call([str(python), "-m", "executor", "run", "--config", str(config),
+                            "--replay-start", DEMO_EXECUTOR_DAY[0], "--replay-end", DEMO_EXECUTOR_DAY[1]])
+    if code != 0:
+        raise TradeloomError(f"the executor replay exited with {code}")
+    stage(9, "drift report (Evidently)")
+    from pipelines.drift import demo_drift
+
+    drift = demo_drift(db)
+    artefacts["drift report"] = str(drift)
+    console.print(f"drift report: {drift}")
+    stage(10, "daily email (captured by a local SMTP server)")
+    from pipelines.report import demo_report
+
+    email = demo_report(db, 0)
+    artefacts["daily email"] = str(email)
+    console.print(f"email: {email}")
+    stage(11, "where everything is")
+    from pipelines.dashboard import demo_info
+
+    for line in demo_info():
+        console.print(line, highlight=False)
+    artefacts["GX data docs"] = str(settings.home / "gx")
+    artefacts["dbt docs"] = str(settings.home / "dbt")
+    artefacts["MLflow artifacts"] = str(settings.home / "mlartifacts")
+    for name, path in artefacts.items():
+        console.print(f"  {name:>18}: {path}", highlight=False)
+    console.print("  open the UIs: [bold]tradeloom ui[/] (Airflow + MLflow), [bold]tradeloom dashboard[/] (trading)")
+    console.print(f"[green]demo finished in {time.perf_counter() - started:.0f}s[/]")
 
 
 @app.command("executor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -111,16 +111,14 @@ def load_scope(
 ) -> Scope:
     """Rows of every (instrument, UTC day) cell touched by the selection, with lookback context."""
     time_column = spec.time_column
-    conditions, params = ["true"], {"lookback": spec.lookback}
+    conditions = ["true"]
+    params: dict[str, object] = {"lookback": spec.lookback, "start": start, "end": end, "batch": ingest_batch_id}
     if start is not None:
         conditions.append(f"{time_column} >= %(start)s")
-        params["start"] = start  # type: ignore[assignment]
     if end is not None:
         conditions.append(f"{time_column} < %(end)s")
-        params["end"] = end  # type: ignore[assignment]
     if ingest_batch_id is not None:
         conditions.append("ingest_batch_id = %(batch)s")
-        params["batch"] = ingest_batch_id  # type: ignore[assignment]
     values = (
         "t.bid_prices, t.bid_sizes, t.ask_prices, t.ask_sizes" if spec.is_order_book
         else "t.open, t.high, t.low, t.close, t.volume"
@@ -272,8 +270,12 @@ def jump_deviations(
         logs = np.log(prices)
         returns = np.zeros(n)
         returns[1:] = np.diff(logs)
+        # A split lands on the first bar at or after its ex time (daily bars are stamped 00:00 UTC, the
+        # ex-date may be recorded in exchange time).
         for ex_ns, ratio in splits.items():
-            returns[times == ex_ns] += np.log(ratio)
+            index = int(np.searchsorted(times, ex_ns, "left"))
+            if 0 < index < n and ex_ns > times[0]:
+                returns[index] += np.log(ratio)
         first_of_session = np.zeros(n, dtype=bool)
         valid = np.ones(n, dtype=bool)
         if sessions is not None:
@@ -293,10 +295,10 @@ def jump_deviations(
         deviations[valid] = robust_deviations(returns[valid], centre, scale)
         flagged = deviations > limit
         reverting = flagged[:-1] & flagged[1:] & (np.sign(returns[:-1]) != np.sign(returns[1:]))
-        for index in np.flatnonzero(reverting) + 1:
-            if index >= 2 and not first_of_session[index]:
-                back = np.array([logs[index] - logs[index - 2]])
-                deviations[index] = float(robust_deviations(back, centre, scale)[0]) if np.isfinite(back[0]) else 0.0
+        for after in (np.flatnonzero(reverting) + 1).tolist():
+            if after >= 2 and not first_of_session[after]:
+                back = np.array([logs[after] - logs[after - 2]])
+                deviations[after] = float(robust_deviations(back, centre, scale)[0]) if np.isfinite(back[0]) else 0.0
     return deviations
 
 

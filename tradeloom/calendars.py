@@ -27,8 +27,10 @@ def expected_bar_times(
     """
     tz = ZoneInfo(instrument.timezone)
     out: list[int] = []
-    day = start.astimezone(tz).date()
-    last = end.astimezone(tz).date()
+    # Daily bars are stamped at 00:00 UTC of their date, so walk UTC dates for them, local dates otherwise.
+    walk_zone = UTC if timeframe is Timeframe.DAY else tz
+    day = start.astimezone(walk_zone).date()
+    last = end.astimezone(walk_zone).date()
     step = timedelta(seconds=timeframe.seconds)
     while day <= last:
         if day.weekday() in instrument.trading_days and day not in holidays:

@@ -63,7 +63,7 @@ def validate_command(
             f"{report.cells_failed} failed ({report.seconds:.1f}s)"
         )
         if report.data_docs_path is not None:
-            console.print(f"Data Docs: {report.data_docs_path}")
+            console.print(f"Data Docs: {report.data_docs_path}", soft_wrap=True)
     if len(failures) == 1:
         raise failures[0]
     if failures:

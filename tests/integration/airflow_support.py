@@ -39,6 +39,11 @@ class AirflowHarness:
                               text=True, timeout=300, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"airflow db migrate failed: {done.stderr[-3000:]}")
+        # Concurrent `dags test` runs would race to insert the same DAG rows: serialise them once first.
+        done = subprocess.run([str(AIRFLOW_VENV / "airflow"), "dags", "reserialize"], env=self.env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow dags reserialize failed: {done.stderr[-3000:]}")
 
     def start_dags_test(self, dag_id: str, logical_date: str, conf: dict[str, Any] | None = None
                         ) -> subprocess.Popen[str]:
@@ -86,6 +91,7 @@ def harness(cluster: LocalCluster, metadata_db: str, home: Path, extra_env: dict
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "TRADELOOM_DAG_RETRIES": "0",  # a failing task fails the run at once instead of backing off
         "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         **extra_env,
     })

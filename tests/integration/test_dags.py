@@ -47,7 +47,7 @@ def test_dagbag_each_dag_tagged_catchup_explicit_tz_aware(dagbag: dict[str, Any]
 def test_dagbag_each_task_retries_with_backoff_and_emails_on_failure(dagbag: dict[str, Any]) -> None:
     for dag_id, dag in dagbag["dags"].items():
         for task_id, task in dag["tasks"].items():
-            assert task["retries"] >= 1, f"{dag_id}.{task_id}"
+            assert task["retries"] >= 1, f"{dag_id}.{task_id}"  # TRADELOOM_DAG_RETRIES unset here
             assert task["backoff"], f"{dag_id}.{task_id}"
             assert task["callbacks"] == ["SmtpNotifier:smtp_default"], f"{dag_id}.{task_id}"
 

@@ -46,6 +46,8 @@ class Runs:
     def ok(self, name: str) -> AirflowRun:
         run = self.runs[name]
         assert run.returncode == 0, f"{name} exited {run.returncode}:\n{run.output[-6000:]}"
+        bad = {task: state for task, state in run.states.items() if state not in ("success", "skipped")}
+        assert not bad, f"{name}: {bad}\n{run.output[-8000:]}"
         return run
 
 

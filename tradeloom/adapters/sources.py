@@ -156,8 +156,8 @@ def _us_equity(exchange: str, symbol: str) -> Instrument:
 
 EURUSD = Instrument(
     exchange="FX", symbol="EURUSD", segment=Segment.CURRENCY, tick_size=Decimal("0.00001"), currency="USD",
-    # FX trades from Sunday 22:00 UTC to Friday 22:00 UTC: five overnight sessions opening Sun..Thu.
-    timezone="UTC", session_open=time(22, 0), session_close=time(22, 0), trading_days=(6, 0, 1, 2, 3),
+    # FX trades from Sunday 17:00 New York time to Friday 17:00: five overnight sessions opening Sun..Thu.
+    timezone="America/New_York", session_open=time(17, 0), session_close=time(17, 0), trading_days=(6, 0, 1, 2, 3),
     calendar=None,
 )
 BUNDLED_INSTRUMENTS: tuple[Instrument, ...] = (

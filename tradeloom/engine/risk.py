@@ -68,6 +68,10 @@ class EntryResult:
     details: dict[int, str] = field(default_factory=dict)  # instrument index -> specific reason
 
 
+def _finite_sum(values: FloatArray) -> float:
+    return float(values[np.isfinite(values)].sum())
+
+
 def _none(ctx: RiskContext) -> BoolArray:
     return np.zeros(ctx.close.shape[0], dtype=bool)
 
@@ -104,7 +108,7 @@ def session_square_off(ctx: RiskContext) -> GuardResult:
     cutoff = ctx.config.square_off_minutes_before_close
     if cutoff is None or not ctx.is_intraday:
         return GuardResult("session_square_off", _none(ctx), False, None, "")
-    late = np.nan_to_num(ctx.minutes_to_close, nan=np.inf) <= cutoff
+    late = ctx.minutes_to_close <= cutoff  # NaN (no session) compares False
     return GuardResult("session_square_off", _held(ctx) & late, False, None,
                        f"intraday product within {cutoff} minutes of the close")
 
@@ -124,10 +128,12 @@ def _zero_where(proposal: Proposal, quantity: IntArray, mask: BoolArray) -> IntA
 
 def session_window(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
     minutes = ctx.config.no_entry_minutes_before_close
-    late = np.nan_to_num(ctx.minutes_to_close, nan=np.inf) < minutes
     square = ctx.config.square_off_minutes_before_close
+    if minutes <= 0 and (square is None or not ctx.is_intraday):
+        return EntryResult("session_window", quantity, "")
+    late = ctx.minutes_to_close < minutes  # NaN (no session) compares False
     if square is not None and ctx.is_intraday:
-        late |= np.nan_to_num(ctx.minutes_to_close, nan=np.inf) <= square
+        late |= ctx.minutes_to_close <= square
     return EntryResult("session_window", _zero_where(proposal, quantity, late),
                        f"no entries within {minutes} minutes of the close")
 
@@ -164,9 +170,10 @@ def correlation_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray)
 
 
 def _by_confidence(proposal: Proposal, quantity: IntArray) -> npt.NDArray[np.intp]:
-    wanted = np.flatnonzero((proposal.side != 0) & (quantity > 0))
+    wanted: npt.NDArray[np.intp] = ((proposal.side != 0) & (quantity > 0)).nonzero()[0]
     # Stable: ties keep instrument order, so a replay always picks the same ones.
-    return wanted[np.argsort(-proposal.confidence[wanted], kind="stable")]
+    ordered: npt.NDArray[np.intp] = wanted[np.argsort(-proposal.confidence[wanted], kind="stable")]
+    return ordered
 
 
 def max_positions(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
@@ -205,7 +212,7 @@ def gross_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     limit = ctx.config.max_gross_exposure
     if limit is None:
         return EntryResult("gross_exposure", quantity, "")
-    current = float(np.nansum(np.abs(ctx.positions + ctx.pending) * ctx.close))
+    current = float(_finite_sum(np.abs(ctx.positions + ctx.pending) * ctx.close))
     budget = limit * ctx.equity - current
     return EntryResult("gross_exposure", _budgeted(ctx, proposal, quantity, budget),
                        f"gross exposure above {limit} of equity")
@@ -215,7 +222,7 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
     limit = ctx.config.max_net_exposure
     if limit is None:
         return EntryResult("net_exposure", quantity, "")
-    current = float(np.nansum((ctx.positions + ctx.pending) * ctx.close))
+    current = float(_finite_sum((ctx.positions + ctx.pending) * ctx.close))
     out = quantity.copy()
     for side in (1, -1):
         # Entries on one side use the room up to +limit (longs) or down to -limit (shorts).
@@ -232,7 +239,7 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
 
 def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
     """No entry the cash cannot pay for (shorts are collateralised in full: no margin)."""
-    committed = float(np.nansum(np.abs(ctx.pending) * ctx.close))
+    committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close))
     budget = ctx.cash - committed
     out = quantity.copy()
     for index in _by_confidence(proposal, quantity):

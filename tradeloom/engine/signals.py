@@ -27,14 +27,16 @@ class Signals:
 def signals_from_probabilities(config: SignalConfig, probabilities: FloatArray) -> Signals:
     if probabilities.ndim != 2 or probabilities.shape[1] != 3:
         raise InputError(f"probabilities must have shape (N, 3) ordered down/flat/up, got {probabilities.shape}")
-    p = np.nan_to_num(probabilities, nan=0.0)
-    ordered = np.sort(p, axis=1)
-    margin = ordered[:, 2] - ordered[:, 1]
-    up = (p[:, UP] >= config.enter_threshold) & (p[:, UP] > p[:, DOWN])
-    down = (p[:, DOWN] >= config.exit_threshold) & (p[:, DOWN] > p[:, UP])
+    p = np.where(np.isnan(probabilities), 0.0, probabilities)
+    down_p, flat_p, up_p = p[:, DOWN], p[:, FLAT], p[:, UP]
+    top = np.maximum(np.maximum(down_p, flat_p), up_p)
+    bottom = np.minimum(np.minimum(down_p, flat_p), up_p)
+    margin = top - (down_p + flat_p + up_p - top - bottom)  # winner minus runner-up
+    up = (up_p >= config.enter_threshold) & (up_p > down_p)
+    down = (down_p >= config.exit_threshold) & (down_p > up_p)
     confident = margin >= config.min_confidence
     direction = np.where(up & confident, 1, np.where(down & confident, -1, 0)).astype(np.int8)
-    confidence = np.where(direction > 0, p[:, UP], np.where(direction < 0, p[:, DOWN], p[:, FLAT]))
+    confidence = np.where(direction > 0, up_p, np.where(direction < 0, down_p, flat_p))
     return Signals(direction, confidence, margin)
 
 

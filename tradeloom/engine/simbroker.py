@@ -158,7 +158,8 @@ class SimulatedBroker:
         return out
 
     def equity(self, close: FloatArray) -> float:
-        return float(self.cash + np.nansum(self.positions * close))
+        held = self.positions != 0
+        return float(self.cash + (self.positions[held] * close[held]).sum())
 
     # -- matching -----------------------------------------------------------------------------------------
     def _trigger(self, order: SimOrder, open_: float, high: float, low: float) -> float | None:
@@ -201,7 +202,7 @@ class SimulatedBroker:
         del close  # fills happen inside the bar; the close only marks to market (see `equity`)
         fills: list[SimFill] = []
         cap = self.config.participation_cap
-        room = np.floor(cap * np.nan_to_num(volume)) if cap is not None else None
+        room = np.floor(cap * np.where(np.isnan(volume), 0.0, volume)) if cap is not None else None
         for order in self.open_orders():
             if order.intent.client_order_id not in self._working or not order.active:
                 continue
@@ -232,29 +233,28 @@ class SimulatedBroker:
             participation = quantity / volume[i] if np.isfinite(volume[i]) and volume[i] > 0 else 0.0
             price = execution_price(self.config.costs, order.intent.side, reference[0], participation) \
                 if reference[1] else reference[0]
-            opening = side * int(self.positions[i]) >= 0
-            if opening:
-                fee = fee_total(self.config.costs, order.intent.side, quantity, price)
-                if quantity * price + fee > self.cash:
-                    if self.config.insufficient_cash == "reject":
-                        self._finish(order, OrderState.REJECTED)
-                        continue
-                    quantity = min(quantity, int(self.cash // price))
-                    while quantity > 0 and quantity * price + fee_total(
-                            self.config.costs, order.intent.side, quantity, price) > self.cash:
-                        quantity -= 1
-                    if quantity <= 0:
-                        self._finish(order, OrderState.REJECTED)
-                        continue
-            fills.append(self._fill(order, quantity, price, bar_at_ns))
+            costs = self.config.costs
+            fee = fee_total(costs, order.intent.side, quantity, price)
+            if side * int(self.positions[i]) >= 0 and quantity * price + fee > self.cash:  # opening, unaffordable
+                if self.config.insufficient_cash == "reject":
+                    self._finish(order, OrderState.REJECTED)
+                    continue
+                quantity = min(quantity, int(self.cash // price))
+                fee = fee_total(costs, order.intent.side, quantity, price)
+                while quantity > 0 and quantity * price + fee > self.cash:
+                    quantity -= 1
+                    fee = fee_total(costs, order.intent.side, quantity, price)
+                if quantity <= 0:
+                    self._finish(order, OrderState.REJECTED)
+                    continue
+            fills.append(self._fill(order, quantity, price, fee, bar_at_ns))
             if room is not None:
                 room[i] -= quantity
         return fills
 
-    def _fill(self, order: SimOrder, quantity: int, price: float, bar_at_ns: int) -> SimFill:
+    def _fill(self, order: SimOrder, quantity: int, price: float, fee: float, bar_at_ns: int) -> SimFill:
         side = order.intent.side
-        price = float(price)
-        fee = fee_total(self.config.costs, side, quantity, price)
+        price, fee = float(price), float(fee)
         i = order.index
         self.cash -= int(side) * quantity * price + fee
         self.positions[i] += int(side) * quantity

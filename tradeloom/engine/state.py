@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tradeloom.domain import Instrument, OrderIntent
+from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.execution import WorkingParent
 from tradeloom.errors import InputError
 
@@ -116,6 +117,13 @@ class EngineState:
             returns=np.full((history, n), np.nan), returns_count=0, equity_peak=equity, day_start_equity=equity,
             last_equity=equity, session_day=None, halted_for_day=False, halted_for_drawdown=False, parents=[],
         )
+
+    @classmethod
+    def for_config(cls, config: EngineConfig, n: int, equity: float) -> EngineState:
+        """Initial state holding a returns history only when a rule reads it (correlation, VaR, CVaR)."""
+        risk = config.risk
+        needs = risk.max_correlation is not None or risk.var_limit is not None or risk.cvar_limit is not None
+        return cls.initial(n, equity, risk.history_bars if needs else 0)
 
     def copy(self) -> EngineState:
         return EngineState(

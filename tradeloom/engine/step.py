@@ -24,6 +24,11 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+def _indices(mask: npt.NDArray[np.bool_] | npt.NDArray[np.int64] | npt.NDArray[np.int8]) -> list[int]:
+    """Positions of the true/non-zero entries as Python ints (cheaper than np.flatnonzero per step)."""
+    return mask.nonzero()[0].tolist() if mask.any() else []
+
+
 def _price(value: float, tick: float, side: int) -> Decimal:
     """Round a trigger/limit price to the tick, away from the market for protective orders."""
     ticks = np.floor(value / tick + 1e-9) if side < 0 else np.ceil(value / tick - 1e-9)
@@ -63,12 +68,12 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     cancels: list[str] = []
 
     # -- memory: returns history, equity peak, session day, position transitions ------------------
-    returns = close / s.last_close - 1.0
-    if np.isfinite(s.last_close).any():
-        s.returns[s.returns_count % s.returns.shape[0]] = returns
+    if s.returns.shape[0] and s.bars_seen:
+        s.returns[s.returns_count % s.returns.shape[0]] = close / s.last_close - 1.0
         s.returns_count += 1
     s.last_close = close.copy()
-    equity = float(inputs.cash + np.nansum(positions * close))
+    marked = positions * close
+    equity = float(inputs.cash + marked[positions != 0].sum())
     if s.session_day != inputs.session_day:
         s.day_start_equity = s.last_equity if s.session_day is not None else equity
         s.session_day = inputs.session_day
@@ -116,7 +121,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             events.append(RuleEvent("*", result.rule, "halt", result.reason))
         if result.rule == "session_square_off":
             square_off |= result.flatten
-        for index in np.flatnonzero(result.flatten & ~flatten):
+        for index in _indices(result.flatten & ~flatten):
             events.append(RuleEvent(keys[index], result.rule, "flatten", result.reason))
         flatten |= result.flatten
         block_all |= result.block_all
@@ -126,7 +131,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     exiting = (flatten | opposite | timed) & (positions != 0)
     exit_in_flight = np.sign(pending) == -np.sign(positions)
     exit_quantity = np.zeros(n, dtype=np.int64)
-    for index in np.flatnonzero(exiting):
+    for index in _indices(exiting):
         key = keys[index]
         for order_id in (s.stop_order_id[index], s.take_profit_order_id[index], s.entry_order_id[index]):
             if order_id is not None:
@@ -164,7 +169,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             better = np.zeros(n, dtype=bool)
         size = np.abs(positions)
         replace = held & ((s.stop_order_id == None) | (size > s.stop_quantity) | better)  # noqa: E711
-        for index in np.flatnonzero(replace & np.isfinite(s.stop_price)):
+        for index in _indices(replace & np.isfinite(s.stop_price)):
             key = keys[index]
             if s.stop_order_id[index] is not None:
                 cancels.append(str(s.stop_order_id[index]))
@@ -185,7 +190,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     side = entry_candidates(config.signal, signals, positions, pending, s.bars_since_exit, confirm)
     side[exiting] = 0
     if block_all:
-        for index in np.flatnonzero(side):
+        for index in _indices(side):
             events.append(RuleEvent(keys[index], "halt", "blocked", "trading halted or kill switch on"))
         side[:] = 0
     stop, target = _stop_levels(config, side, close, features)
@@ -198,13 +203,13 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             lot_size=universe.lot_size,
         )
         proposed[side == 0] = 0
-        for index in np.flatnonzero((side != 0) & (proposed == 0)):
+        for index in _indices((side != 0) & (proposed == 0)):
             events.append(RuleEvent(keys[index], "sizing", "blocked", "sized to zero lots"))
         proposal = Proposal(side, proposed, signals.confidence)
         quantity = proposed.copy()
         for entry_rule in ENTRY_RULES:
             outcome = entry_rule(ctx, proposal, quantity)
-            changed = np.flatnonzero(outcome.quantity != quantity)
+            changed = _indices(outcome.quantity != quantity)
             for index in changed:
                 action = "blocked" if outcome.quantity[index] == 0 else "capped"
                 reason = outcome.details.get(int(index), outcome.reason)
@@ -213,7 +218,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             quantity = outcome.quantity
     entry_quantity = (side * quantity).astype(np.int64)
     algo = config.execution.algo
-    for index in np.flatnonzero(entry_quantity):
+    for index in _indices(entry_quantity):
         key = keys[index]
         sign = int(side[index])
         entry_id = client_order_id(config.strategy, key, bar, IntentPurpose.ENTRY)

@@ -33,7 +33,7 @@ def executor_settings(market: Database, tmp_path: Path) -> Callable[..., Executo
         values: dict[str, object] = {
             "trading_mode": TradingMode.REPLAY, "home": market.settings.home, "state_root": tmp_path / "executor",
             "database_name": market.settings.database_name, "instruments": KEYS, "timeframe": "1m",
-            "model": "baseline:sma_cross", "warmup_bars": 375, "cash": 1_000_000.0,
+            "model": "baseline:sma_cross", "warmup_bars": 375, "require_validated": False, "cash": 1_000_000.0,
             "engine": EngineConfig(strategy=strategy),
         }
         values.update(overrides)

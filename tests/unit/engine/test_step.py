@@ -130,3 +130,34 @@ def test_step_var_limit_blocks_entry_into_volatile_book() -> None:
     result = step(config, state, inputs(price.tolist(), [1, 0, 0], bar=99))
     assert result.intents == []
     assert any(e.rule == "var_limit" for e in result.record.events)
+
+
+def test_step_correlation_filter_blocks_twin_of_held_position() -> None:
+    config = CONFIG.model_copy(update={"risk": RiskConfig(max_correlation=0.8, history_bars=30)})
+    rng = np.random.default_rng(9)
+    state = EngineState.for_config(config, N, 100_000.0)
+    price = np.array([100.0, 50.0, 20.0])
+    for bar in range(30):
+        shock = rng.normal(0, 0.01, N)
+        shock[1] = shock[0]  # B moves exactly with A; C on its own
+        price = price * (1 + shock)
+        state = step(config, state, inputs(price.tolist(), [0, 0, 0], bar=bar)).state
+    result = step(config, state, inputs(price.tolist(), [0, 1, 1], positions=[100, 0, 0], cash=90_000.0, bar=99))
+    entered = {i.instrument_key for i in result.intents if i.purpose is IntentPurpose.ENTRY}
+    assert entered == {"X:C"}
+    assert any(e.rule == "correlation_filter" and e.instrument_key == "X:B" for e in result.record.events)
+
+
+def test_step_twap_entry_slices_over_bars() -> None:
+    from tradeloom.engine import ExecutionConfig
+
+    config = CONFIG.model_copy(update={"execution": ExecutionConfig(algo="twap", slices=4)})
+    first = step(config, EngineState.initial(N, 100_000.0), inputs([100.0, 50.0, 20.0], [1, 0, 0]))
+    sizes = [i.quantity for i in first.intents if i.purpose is IntentPurpose.ENTRY]
+    state = first.state
+    for bar in range(2, 5):
+        later = step(config, state, inputs([100.0, 50.0, 20.0], [1, 0, 0], positions=[sum(sizes), 0, 0],
+                                           cash=100_000.0 - 100 * sum(sizes), bar=bar))
+        sizes += [i.quantity for i in later.intents if i.purpose is IntentPurpose.ENTRY]
+        state = later.state
+    assert sizes == [25, 25, 25, 25]

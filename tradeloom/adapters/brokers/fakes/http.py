@@ -60,6 +60,7 @@ class HttpServerThread:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: avoid 40 ms delayed-ACK stalls
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("fake http: " + format, *args)

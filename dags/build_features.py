@@ -8,12 +8,15 @@ from tradeloom_dag_support import ML_VENV, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="build_features", schedule="30 16 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
-     tags=[*TAGS, "features"], default_args=default_args(), doc_md=__doc__, params={"window_minutes": 24 * 60})
+     tags=[*TAGS, "features"], default_args=default_args(), doc_md=__doc__,
+     params={"window_minutes": 24 * 60, "rewrite_window": False})
 def build_features() -> None:
     @task
     def plan_window() -> dict[str, object]:
         context = get_current_context()
-        return {"logical": context["logical_date"].isoformat(), "minutes": int(context["params"]["window_minutes"])}
+        params = context["params"]
+        return {"logical": context["logical_date"].isoformat(), "minutes": int(params["window_minutes"]),
+                "rewrite": bool(params["rewrite_window"])}
 
     @task.external_python(**ML_VENV)
     def groups() -> list[list[str]]:
@@ -25,7 +28,8 @@ def build_features() -> None:
     def build(timeframes: list[str], window: dict[str, object]) -> dict[str, object]:
         from pipelines.jobs import build_feature_group
 
-        return build_feature_group(timeframes, window["logical"], int(window["minutes"]))
+        return build_feature_group(timeframes, str(window["logical"]), int(str(window["minutes"])),
+                                   bool(window["rewrite"]))
 
     build.partial(window=plan_window()).expand(timeframes=groups())
 

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 # The pipeline venv: torch, mlflow, dbt, GX and Evidently cannot share Airflow's dependency pins.
 ML_PYTHON = os.environ.get("TRADELOOM_ML_PYTHON", str(REPO / ".loom" / "venv-ml" / "bin" / "python"))
 EXCHANGE_TZ = pendulum.timezone("Asia/Kolkata")
-START_DATE = pendulum.datetime(2024, 1, 1, tz=EXCHANGE_TZ)
+# Early enough to backfill the bundled history (2000-2013) on purpose; catchup stays off everywhere.
+START_DATE = pendulum.datetime(2000, 1, 3, tz=EXCHANGE_TZ)
 SMTP_CONN_ID = "smtp_default"
 ALERT_TO = "{{ var.value.get('tradeloom_alert_email', 'operator@localhost') }}"
 TAGS = ["tradeloom"]

@@ -48,8 +48,9 @@ def run(
         service.close()
         return
     if replay_start is None or replay_end is None:
-        raise typer.BadParameter("live feeds run through the broker adapters' streams; give --replay-start and "
-                                 "--replay-end to replay stored bars")
+        service.run_live()  # ticks from the broker's stream until SIGTERM
+        service.close()
+        return
     summary = service.run_replay(_when(replay_start, "--replay-start"), _when(replay_end, "--replay-end"), speed=speed)
     service.close()
     day = describe_day(service)

@@ -101,6 +101,12 @@ _APPLY: dict[str, str] = {
         insert into executor_events (event_key, kind, actor, detail) values (%(event_key)s, %(kind)s, %(actor)s,
             %(detail)s) on conflict (event_key) do nothing
     """,
+    "bar": """
+        insert into bars_1m (instrument_id, bar_at, open, high, low, close, volume, source)
+        select instrument_id, %(bar_at)s, %(open)s, %(high)s, %(low)s, %(close)s, %(volume)s, %(source)s
+        from instruments where exchange || ':' || symbol = %(instrument_key)s
+        on conflict (instrument_id, bar_at) do nothing
+    """,
     "control": """
         insert into executor_controls (control, engaged, actor, reason, updated_at)
         values (%(control)s, %(engaged)s, %(actor)s, %(reason)s, now())
@@ -166,6 +172,13 @@ class Journal:
     def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None:
         self._append("event", {"event_key": uuid.uuid4().hex, "kind": kind, "actor": actor,
                                "detail": json.dumps(detail, default=str)})
+
+    def record_bar(self, instrument_key: str, bar_at_ns: int, values: tuple[float, float, float, float, float],
+                   source: str) -> None:
+        """A closed live bar for bars_1m (a stored bar is never rewritten)."""
+        o, h, lo, c, v = values
+        self._append("bar", {"instrument_key": instrument_key, "bar_at": _ts(bar_at_ns), "open": o, "high": h,
+                             "low": lo, "close": c, "volume": v, "source": source})
 
     def set_control(self, control: str, engaged: bool, actor: str, reason: str = "") -> None:
         self._append("control", {"control": control, "engaged": engaged, "actor": actor, "reason": reason})

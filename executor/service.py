@@ -7,6 +7,7 @@ journal and reconciled with the broker *before* the first new decision.
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import psycopg2
 import psycopg2.extensions
 
+from executor.bars import BarBuilder
 from executor.journal import Journal
 from executor.metrics import Metrics
 from executor.oms import Lineage, OrderManager
@@ -29,7 +32,7 @@ from executor.trader import BarSlice, OnnxChampion, Scorer, SmaCrossScorer, Trad
 from tradeloom.adapters.brokers.paper import PaperBroker
 from tradeloom.adapters.pgcluster import LocalCluster
 from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments
-from tradeloom.broker import Broker
+from tradeloom.broker import Broker, BrokerOrder, MarketDataBroker, Tick
 from tradeloom.calendars import session_context
 from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderType, Side, Timeframe, client_order_id
 from tradeloom.engine.state import Universe
@@ -64,7 +67,8 @@ class ReplaySummary:
 
 
 class ExecutorService:
-    def __init__(self, settings: ExecutorSettings, *, broker: Broker | None = None) -> None:
+    def __init__(self, settings: ExecutorSettings, *, broker: Broker | None = None,
+                 feed: MarketDataBroker | None = None) -> None:
         self.settings = settings
         self.stop_requested = threading.Event()
         self.metrics = Metrics(settings.metrics_port)
@@ -91,6 +95,12 @@ class ExecutorService:
             cash=settings.cash, state_path=settings.state_dir / "engine-state.json",
         )
         self.reconcile_report: dict[str, int] = {}
+        self.feed = feed
+        self.bars = BarBuilder(self.keys, grace_s=settings.late_tick_grace_seconds)
+        self._inbox: queue.Queue[Tick | BrokerOrder] = queue.Queue()
+        self._feed_stale = False
+        self._last_poll_ns = 0
+        self._bad_seen: dict[str, int] = {}
 
     # -- wiring ---------------------------------------------------------------------------------------------
     def _connect(self) -> psycopg2.extensions.connection:
@@ -285,6 +295,70 @@ class ExecutorService:
         marks = np.where(np.isfinite(last), last, self.trader.state.last_close)
         summary.end_equity = cash + float(np.nansum(positions * np.nan_to_num(marks)))
         return summary
+
+    # -- live ---------------------------------------------------------------------------------------------
+    def run_live(self, *, clock: Callable[[], int] = time.time_ns, max_seconds: float | None = None) -> None:
+        """Ticks -> one-minute bars -> the engine, until SIGTERM (or `max_seconds`)."""
+        feed = self.feed or (self.broker if isinstance(self.broker, MarketDataBroker) else None)
+        if feed is None:
+            raise ConfigError("live trading needs a market data feed (broker 'kite' or a feed=...)")
+        feed.stream(self.keys, on_order=self._inbox.put, on_tick=self._inbox.put)
+        self._install_signals()
+        _notify("READY=1")
+        started = clock()
+        try:
+            while not self.stop_requested.is_set():
+                self.live_cycle(clock())
+                _notify("WATCHDOG=1")
+                if max_seconds is not None and clock() - started > max_seconds * NS:
+                    break
+                self.stop_requested.wait(0.2)
+        finally:
+            feed.stop_stream()
+
+    def live_cycle(self, now_ns: int) -> int:
+        """One pass of the live loop: drain ticks and order updates, close due bars and trade them.
+        Returns the number of bars traded. Callbacks only enqueue; all state changes happen here."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Tick):
+                self.bars.on_tick(item, now_ns)
+            else:
+                self.orders.on_update(item)
+        for reason, count in self.bars.rejected.items():
+            self.metrics.bad_ticks.labels(reason=reason).inc(count - self._bad_seen.get(reason, 0))
+            self._bad_seen[reason] = count
+        stale = self.bars.feed_is_stale(now_ns, self.settings.stale_feed_seconds)
+        if stale != self._feed_stale:
+            self._feed_stale = stale
+            self.journal.record_event("feed_stale" if stale else "feed_recovered",
+                                      {"last_tick_ns": self.bars.last_tick_wall_ns})
+            log.warning("feed %s", "stale: no new entries" if stale else "recovered")
+        self.metrics.feed_lag.set((now_ns - self.bars.last_tick_wall_ns) / NS if self.bars.last_tick_wall_ns else 0)
+        self.check_controls()
+        self.trader.entries_paused = self.trader.entries_paused or stale
+        traded = 0
+        for closed in self.bars.close_due(now_ns):
+            for i, key in enumerate(self.keys):
+                if np.isfinite(closed.close[i]):
+                    self.journal.record_bar(key, closed.bar_at_ns, (float(closed.open[i]), float(closed.high[i]),
+                                            float(closed.low[i]), float(closed.close[i]), float(closed.volume[i])),
+                                            f"live:{self.broker.name}")
+            day, minutes = session_context(self.instruments, closed.bar_at_ns, 60)
+            self.trader.on_bar_close(BarSlice(closed.bar_at_ns, closed.open, closed.high, closed.low, closed.close,
+                                              closed.volume, session_day=day, minutes_to_close=minutes,
+                                              source=f"live:{self.broker.name}"))
+            self.metrics.observe_step(self.trader.last_step_seconds)
+            traded += 1
+        if now_ns - self._last_poll_ns > 10 * NS:  # polling: the fallback to the order stream
+            self.orders.poll()
+            self._last_poll_ns = now_ns
+        self.journal.flush()
+        self.metrics.update(self.orders, self.trader, self.journal)
+        return traded
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -116,13 +116,18 @@ def feature_groups() -> list[list[str]]:
     return groups
 
 
-def build_feature_group(timeframes: list[str], logical: str, minutes: int) -> dict[str, Any]:
+def build_feature_group(timeframes: list[str], logical: str, minutes: int, rewrite_window: bool = False
+                        ) -> dict[str, Any]:
+    """dbt build of one group. Incremental by default (each series extended from its last built bar, so a
+    re-run adds nothing); with `rewrite_window`, exactly the interval's rows of the marts are rewritten."""
     from pipelines.features import build_features
 
     start, end = interval(logical, minutes)
-    result = build_features(_database(), start=start, end=end, timeframes=timeframes)
+    result = build_features(_database(), timeframes=timeframes, start=start if rewrite_window else None,
+                            end=end if rewrite_window else None)
     return {"timeframes": timeframes, "success": result.success, "feature_rows": result.feature_rows,
-            "label_rows": result.label_rows, "nodes": len(result.nodes), "spec_hash": result.spec_hash}
+            "label_rows": result.label_rows, "nodes": len(result.nodes), "spec_hash": result.spec_hash,
+            "window": [start.isoformat(), end.isoformat()] if rewrite_window else None}
 
 
 # -- training --------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need_pkgs=()
-for p in postgresql-15 postgresql-client-15 postgresql-server-dev-15 cmake gcc make libkrb5-dev; do
+for p in postgresql-15 postgresql-client-15 postgresql-server-dev-15 cmake gcc make libkrb5-dev chromium; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

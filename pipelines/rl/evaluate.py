@@ -227,6 +227,6 @@ def demo_rl(db: Any) -> list[dict[str, Any]]:
     from tradeloom.domain import Timeframe
 
     market = load_market_data(db, [DEMO_KEY], Timeframe.DAY)
-    rows, _ = compare_on_folds(env_data_from_market(market, 0), train_size=756, test_size=252, timesteps=6_000,
+    rows, _ = compare_on_folds(env_data_from_market(market, 0), train_size=756, test_size=252, timesteps=3_000,
                                max_folds=3)
     return rows

@@ -54,6 +54,7 @@ def executor_settings(db: Database, state_root: Path, strategy: str) -> Executor
         trading_mode=TradingMode.REPLAY, home=db.settings.home, state_root=state_root,
         database_name=db.settings.database_name, instruments=KEYS, timeframe="1m", model="baseline:sma_cross",
         warmup_bars=120, cash=CASH, engine=EngineConfig(strategy=strategy),
+        require_validated=False,  # synthetic bars, not run through the data gate here
     )
 
 

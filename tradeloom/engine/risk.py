@@ -239,6 +239,8 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
 
 def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
     """No entry the cash cannot pay for (shorts are collateralised in full: no margin)."""
+    if not quantity.any():
+        return EntryResult("cash_available", quantity, "")
     committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close))
     budget = ctx.cash - committed
     out = quantity.copy()

@@ -263,7 +263,8 @@ class SimulatedBroker:
         order.filled += quantity
         self._fill_count += 1
         fill = Fill(order.intent.client_order_id, order.intent.instrument_key, side, quantity,
-                    Decimal(repr(price)), bar_at_ns, f"SIM{self._fill_count:010d}", Decimal(repr(fee)))
+                    Decimal(repr(price)), bar_at_ns, f"SIM-{order.intent.client_order_id}-{self._fill_count}",
+                    Decimal(repr(fee)))
         if order.remaining <= 0:
             self._finish(order, OrderState.FILLED)
         else:

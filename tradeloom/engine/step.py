@@ -209,6 +209,8 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         quantity = proposed.copy()
         for entry_rule in ENTRY_RULES:
             outcome = entry_rule(ctx, proposal, quantity)
+            if outcome.quantity is quantity:  # disabled or nothing to do: the rule handed the array back
+                continue
             changed = _indices(outcome.quantity != quantity)
             for index in changed:
                 action = "blocked" if outcome.quantity[index] == 0 else "capped"

@@ -1,0 +1,85 @@
+"""The live loop: ticks from a feed (entering through the port) -> bars -> engine -> paper broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+import numpy as np
+
+from executor.service import ExecutorService
+from executor.settings import ExecutorSettings, TradingMode
+from tests.integration.executor.conftest import DAY2, KEYS
+from tradeloom.adapters.db import Database
+from tradeloom.adapters.store import load_bar_matrix
+from tradeloom.broker import OrderCallback, Tick, TickCallback
+from tradeloom.domain import Instrument, Timeframe
+
+NS = 1_000_000_000
+OPEN = DAY2.replace(hour=3, minute=45)  # 09:15 IST
+
+
+class ScriptedFeed:
+    """A market data feed the test drives: it hands the service's callbacks to the test."""
+
+    def __init__(self) -> None:
+        self.on_tick: TickCallback | None = None
+        self.stopped = False
+
+    def instruments(self) -> list[Instrument]:
+        return []
+
+    def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime) -> None:
+        raise NotImplementedError
+
+    def stream(self, instrument_keys: Sequence[str], on_order: OrderCallback | None = None,
+               on_tick: TickCallback | None = None) -> None:
+        self.on_tick = on_tick
+
+    def stop_stream(self) -> None:
+        self.stopped = True
+
+
+def test_live_ticks_become_bars_decisions_and_stored_bars_and_a_silent_feed_stops_entries(
+    market: Database, executor_settings: Callable[..., ExecutorSettings]
+) -> None:
+    with market.transaction() as conn:
+        bars = load_bar_matrix(conn, Timeframe.MINUTE, KEYS, int(OPEN.timestamp() * NS),
+                               int(OPEN.timestamp() * NS) + 40 * 60 * NS)
+    with market.transaction(market.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("delete from bars_1m where bar_at >= %s", (OPEN,))  # the feed brings these minutes live
+    feed = ScriptedFeed()
+    service = ExecutorService(executor_settings("live", trading_mode=TradingMode.PAPER, stale_feed_seconds=90),
+                              feed=feed)
+    service.start()
+    service.feed.stream(service.keys, on_tick=service._inbox.put)  # what run_live does before looping
+    assert feed.on_tick is not None
+    traded = 0
+    for t, stamp in enumerate(bars.bar_at_ns[:30]):
+        for i, key in enumerate(KEYS):  # open, high, low, close as four ticks inside the minute
+            for offset, price in ((1, bars.open[t, i]), (20, bars.high[t, i]), (40, bars.low[t, i]),
+                                  (59, bars.close[t, i])):
+                feed.on_tick(Tick(key, float(price), 1, int(bars.volume[t, i] * offset / 59), int(stamp) + offset * NS))
+        print("Q", service._inbox.qsize(), service.bars.last_tick_wall_ns)
+        traded += service.live_cycle(int(stamp) + 62 * NS)
+        print("B", service.bars._closed_until_ns, service.trader.bars_done)
+    assert traded == 30  # each minute closes once its grace period has passed
+    assert service.trader.bars_done == 30
+    service.journal.flush()
+    with market.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select count(*), min(source) from bars_1m where bar_at >= %s", (OPEN,))
+        stored, source = cur.fetchone()  # type: ignore[misc]
+        cur.execute("select count(*) from decisions where strategy = 'live'")
+        decisions = cur.fetchone()[0]  # type: ignore[index]
+    assert stored == 30 * len(KEYS) and source == "live:paper"
+    assert decisions == 30
+    # The feed goes silent: after `stale_feed_seconds` no new entries, and the event is journaled.
+    silent_at = int(bars.bar_at_ns[29]) + 62 * NS + 200 * NS
+    service.live_cycle(silent_at)
+    assert service.trader.entries_paused
+    service.journal.flush()
+    with market.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from executor_events where kind = 'feed_stale'")
+        assert cur.fetchone()[0] >= 1  # type: ignore[index]
+    np.testing.assert_equal(len(service.bars.rejected), 0)
+    service.close()

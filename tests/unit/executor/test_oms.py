@@ -1,0 +1,212 @@
+"""The order manager's state machine against a scripted broker that enters through the port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+import pytest
+
+from executor.oms import Lineage, ManagedOrder, OrderManager, transition
+from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, PlacementUnconfirmed
+from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+from tradeloom.errors import InvariantViolation, OrderRejectedError, TransientBrokerError
+
+LINEAGE = Lineage("s", "paper", 1)
+
+
+@dataclass
+class ScriptedBroker:
+    """A broker whose answers the test scripts; it remembers every placement it received."""
+
+    name: str = "scripted"
+    placed: list[OrderIntent] = field(default_factory=list)
+    venue: dict[str, BrokerOrder] = field(default_factory=dict)
+    fail_next_place: Exception | None = None
+    accept_before_failing: bool = False
+    fills: list[Fill] = field(default_factory=list)
+
+    def _order(self, intent: OrderIntent, state: OrderState = OrderState.ACKNOWLEDGED, filled: int = 0) -> BrokerOrder:
+        return BrokerOrder(f"B{len(self.venue)}", intent.client_order_id, intent.instrument_key, intent.side,
+                           intent.quantity, filled, state, intent.order_type, intent.product,
+                           intent.limit_price, intent.stop_price)
+
+    def place(self, intent: OrderIntent) -> BrokerOrder:
+        self.placed.append(intent)
+        if self.fail_next_place is not None:
+            error, self.fail_next_place = self.fail_next_place, None
+            if self.accept_before_failing:
+                self.venue[intent.client_order_id] = self._order(intent)
+            raise error
+        order = self._order(intent)
+        self.venue[intent.client_order_id] = order
+        return order
+
+    def fill(self, client_id: str, quantity: int) -> BrokerOrder:
+        order = self.venue[client_id]
+        filled = order.filled_quantity + quantity
+        state = OrderState.FILLED if filled == order.quantity else OrderState.PARTIALLY_FILLED
+        self.venue[client_id] = replace(order, filled_quantity=filled, state=state)
+        self.fills.append(Fill(client_id, order.instrument_key, order.side, quantity, Decimal(100), 1,
+                               f"F{len(self.fills)}"))
+        return self.venue[client_id]
+
+    def modify(self, broker_order_id: str, **_: object) -> BrokerOrder:
+        raise OrderRejectedError("no modify")
+
+    def cancel(self, broker_order_id: str) -> BrokerOrder:
+        for client_id, order in self.venue.items():
+            if order.broker_order_id == broker_order_id:
+                self.venue[client_id] = replace(order, state=OrderState.CANCELLED)
+                return self.venue[client_id]
+        raise OrderRejectedError(broker_order_id)
+
+    def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        return self.venue.get(client_order_id)
+
+    def open_orders(self) -> list[BrokerOrder]:
+        return [o for o in self.venue.values() if not o.state.is_terminal]
+
+    def orders_today(self) -> list[BrokerOrder]:
+        return list(self.venue.values())
+
+    def positions(self) -> list[BrokerPosition]:
+        return []
+
+    def fills_today(self) -> list[Fill]:
+        return list(self.fills)
+
+    def funds(self) -> Funds:
+        return Funds(Decimal(0), Decimal(0))
+
+
+@dataclass
+class RecordingJournal:
+    saved: list[tuple[str, OrderState]] = field(default_factory=list)
+    fills: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def save_order(self, order: ManagedOrder) -> None:
+        self.saved.append((order.client_order_id, order.state))
+
+    def record_fill(self, fill: Fill, broker: str) -> None:
+        self.fills.append(fill.fill_id)
+
+    def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None:
+        self.events.append(kind)
+
+
+def _intent(client_id: str, purpose: IntentPurpose = IntentPurpose.ENTRY, parent: str | None = None,
+            order_type: OrderType = OrderType.MARKET, side: Side = Side.BUY) -> OrderIntent:
+    return OrderIntent(client_id, "NSE:INFY", side, 10, order_type, purpose,
+                       stop_price=Decimal(90) if order_type is OrderType.STOP else None,
+                       product=ProductType.INTRADAY, parent_client_order_id=parent)
+
+
+def test_submit_known_client_id_is_never_sent_twice() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal)
+    manager.submit(_intent("A"), LINEAGE)
+    manager.submit(_intent("A"), LINEAGE)
+    assert [intent.client_order_id for intent in broker.placed] == ["A"]
+    assert manager.duplicates_refused == 1
+    assert journal.saved[0] == ("A", OrderState.NEW)  # journaled before the broker saw it
+
+
+def test_submit_after_restart_with_journal_orders_is_not_resent() -> None:
+    broker = ScriptedBroker()
+    first = OrderManager(broker, RecordingJournal())
+    order = first.submit(_intent("A"), LINEAGE)
+    assert order is not None
+    second = OrderManager(broker, RecordingJournal())
+    second.adopt([order])
+    second.submit(_intent("A"), LINEAGE)
+    assert len(broker.placed) == 1
+
+
+def test_placement_timeout_is_reconciled_by_client_id_not_resent() -> None:
+    broker = ScriptedBroker(fail_next_place=TransientBrokerError("timeout"), accept_before_failing=True)
+    manager = OrderManager(broker, RecordingJournal())
+    order = manager.submit(_intent("A"), LINEAGE)
+    assert order is not None and order.unconfirmed and order.state is OrderState.SENT
+    manager.poll()
+    assert order.state is OrderState.ACKNOWLEDGED and not order.unconfirmed
+    assert len(broker.placed) == 1
+
+
+def test_unconfirmed_placement_missing_at_broker_after_restart_is_marked_rejected() -> None:
+    broker = ScriptedBroker(fail_next_place=PlacementUnconfirmed("lost"))
+    manager = OrderManager(broker, RecordingJournal())
+    order = manager.submit(_intent("A"), LINEAGE)
+    assert order is not None and order.unconfirmed
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt([order])
+    report = restarted.reconcile()
+    assert order.state is OrderState.REJECTED
+    assert report["unconfirmed_resolved"] == 1
+    assert len(broker.placed) == 1
+
+
+def test_rejection_is_terminal_and_not_retried() -> None:
+    broker = ScriptedBroker(fail_next_place=OrderRejectedError("margin"))
+    manager = OrderManager(broker, RecordingJournal())
+    order = manager.submit(_intent("A"), LINEAGE)
+    assert order is not None and order.state is OrderState.REJECTED
+    manager.poll()
+    assert len(broker.placed) == 1
+
+
+def test_bracket_legs_wait_for_the_entry_fill_then_oco() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal)
+    manager.submit(_intent("E"), LINEAGE)
+    stop = manager.submit(_intent("S", IntentPurpose.STOP_LOSS, "E", OrderType.STOP, Side.SELL), LINEAGE)
+    target = manager.submit(_intent("T", IntentPurpose.TAKE_PROFIT, "E", OrderType.LIMIT, Side.SELL), LINEAGE)
+    assert stop is not None and target is not None
+    assert stop.held_for_parent and target.held_for_parent
+    assert [i.client_order_id for i in broker.placed] == ["E"]
+    manager.on_update(broker.fill("E", 10))
+    assert [i.client_order_id for i in broker.placed] == ["E", "S", "T"]
+    assert all(i.quantity == 10 and i.parent_client_order_id is None for i in broker.placed[1:])
+    manager.on_update(broker.fill("T", 10))
+    assert target.state is OrderState.FILLED
+    assert stop.state is OrderState.CANCELLED  # one cancels the other
+
+
+def test_duplicate_and_out_of_order_updates_do_not_move_state_back() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    order = manager.submit(_intent("A"), LINEAGE)
+    assert order is not None
+    acknowledged = broker.venue["A"]
+    filled = broker.fill("A", 10)
+    assert manager.on_update(filled)
+    assert not manager.on_update(filled)
+    assert not manager.on_update(acknowledged)
+    assert order.state is OrderState.FILLED and order.filled_quantity == 10
+
+
+def test_fills_are_recorded_once() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal)
+    manager.submit(_intent("A"), LINEAGE)
+    broker.fill("A", 4)
+    manager.poll()
+    manager.poll()
+    assert journal.fills == ["F0"]
+
+
+def test_entries_refused_while_paused() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal, entries_allowed=lambda: False)
+    assert manager.submit(_intent("A"), LINEAGE) is None
+    exit_order = manager.submit(_intent("X", IntentPurpose.EXIT, side=Side.SELL), LINEAGE)
+    assert exit_order is not None
+    assert [i.client_order_id for i in broker.placed] == ["X"]
+    assert journal.events == ["entry_refused"]
+
+
+def test_transition_overfill_is_an_invariant_violation() -> None:
+    order = ManagedOrder(_intent("A"), LINEAGE, "b", state=OrderState.ACKNOWLEDGED)
+    with pytest.raises(InvariantViolation, match="exceeds quantity"):
+        transition(order, OrderState.FILLED, 11)

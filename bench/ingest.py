@@ -45,7 +45,8 @@ def main() -> None:
     started = time.perf_counter()
     report = ingest(batch, db, register_instruments=True)
     tradeloom_s = time.perf_counter() - started
-    assert report.inserted == rows, report
+    if report.inserted != rows:
+        raise SystemExit(f"ingest landed {report.inserted} of {rows} rows")
 
     # Raw COPY: the same rows as text into a plain empty table, no checks, no keys.
     frame = pd.DataFrame({

@@ -153,7 +153,8 @@ def run_soak(restarts: int, seed: int = 1, database: str = "tradeloom_soak", day
                     result.failures.append(f"cycle {cycle}: trading run exited {trading.returncode}: "
                                            f"{trading_err.decode()[-400:]}")
                 check = subprocess.run([*base, "--reconcile-only", "--replay-start", start, "--replay-end", end],
-                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                                       check=False)
                 if check.returncode != 0:
                     result.failures.append(f"cycle {cycle}: reconcile exited {check.returncode}: {check.stderr[-400:]}")
                 result.restarts += 1

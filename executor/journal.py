@@ -9,6 +9,7 @@ spool after a crash never duplicates a row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -164,7 +165,8 @@ class Journal:
     def record_equity(self, snapshot_at_ns: int, equity: float, cash: float, gross: float, net: float,
                       realized: float, positions: dict[str, Any]) -> None:
         self._append("equity", {
-            "strategy": self.strategy, "mode": self.mode, "snapshot_at": _ts(snapshot_at_ns), "equity": round(equity, 4),
+            "strategy": self.strategy, "mode": self.mode, "snapshot_at": _ts(snapshot_at_ns),
+            "equity": round(equity, 4),
             "cash": round(cash, 4), "gross_exposure": round(gross, 4), "net_exposure": round(net, 4),
             "realized_pnl": round(realized, 4), "positions": json.dumps(positions, default=str),
         })
@@ -223,10 +225,8 @@ class Journal:
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 self._conn.close()
-            except psycopg2.Error:
-                pass
         self._conn = None
 
     def close(self) -> None:

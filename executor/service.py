@@ -11,11 +11,11 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -176,8 +176,8 @@ class ExecutorService:
                 continue
             covered = sum(
                 order.intent.quantity - order.filled_quantity for order in self.orders.open_orders()
-                if order.intent.instrument_key == position.instrument_key and order.intent.purpose is IntentPurpose.STOP_LOSS
-                and int(order.intent.side) * position.quantity < 0
+                if order.intent.instrument_key == position.instrument_key
+                and order.intent.purpose is IntentPurpose.STOP_LOSS and int(order.intent.side) * position.quantity < 0
             )
             if covered >= abs(position.quantity):
                 continue

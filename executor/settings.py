@@ -72,7 +72,8 @@ class ExecutorSettings(BaseSettings):
         if self.broker is BrokerName.KITE and self.kite is None:
             raise ConfigError("broker='kite' needs the kite settings (api_key, api_secret, token_file or access_token)")
         if self.broker is BrokerName.FYERS and self.fyers is None:
-            raise ConfigError("broker='fyers' needs the fyers settings (client_id, secret_key, token_file or access_token)")
+            raise ConfigError(
+                "broker='fyers' needs the fyers settings (client_id, secret_key, token_file or access_token)")
         if self.trading_mode is TradingMode.LIVE and self.model.startswith("baseline:"):
             raise ConfigError(f"trading_mode='live' needs a registered model, got model={self.model!r}")
         return self

@@ -21,7 +21,7 @@ from executor.journal import Journal
 from executor.oms import Lineage, OrderManager
 from tradeloom.broker import Broker
 from tradeloom.domain import IntentPurpose
-from tradeloom.engine.baselines import sma_cross_direction, one_hot
+from tradeloom.engine.baselines import one_hot, sma_cross_direction
 from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.state import EngineInputs, EngineState, StepResult, Universe
 from tradeloom.engine.step import step

@@ -63,7 +63,7 @@ class PortfolioWalkForward:
         return {
             "method": self.method, "folds": len(self.folds), "total_return": round(m.total_return, 4),
             "annual_return": round(m.annual_return, 4), "annual_vol": round(m.annual_volatility, 4),
-            "sharpe": round(m.sharpe, 2), "max_drawdown": round(m.max_drawdown, 4),
+            "sharpe": round(m.sharpe, 2), "max_drawdown": round(m.max_drawdown, 4) + 0.0,
             "fold_sharpe_mean": round(float(self.fold_sharpe.mean()), 2),
             "fold_sharpe_std": round(float(self.fold_sharpe.std()), 2),
             "turnover_per_year": round(float(np.mean([f.metrics.turnover for f in self.folds])), 2),

@@ -76,7 +76,7 @@ class StrategyOutcome:
     def row(self) -> dict[str, Any]:
         m = self.metrics
         return {"strategy": self.name, "folds": len(self.episodes), "total_return": round(m.total_return, 4),
-                "sharpe": round(m.sharpe, 2), "max_drawdown": round(m.max_drawdown, 4),
+                "sharpe": round(m.sharpe, 2), "max_drawdown": round(m.max_drawdown, 4) + 0.0,
                 "fold_return_mean": round(float(self.fold_returns.mean()), 4),
                 "mean_abs_weight": round(float(np.mean([np.abs(e.target_weights).mean() for e in self.episodes])), 3),
                 "costs": round(sum(e.fees for e in self.episodes), 2),

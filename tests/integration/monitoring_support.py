@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -23,7 +24,8 @@ def load_aapl(db: Database) -> datetime:
         cur.execute("select max(bar_at) from bars_1d join instruments using (instrument_id) where symbol = 'AAPL'")
         row = cur.fetchone()
     assert row is not None and row[0] is not None
-    return row[0].astimezone(UTC)
+    last: datetime = row[0].astimezone(UTC)
+    return last
 
 
 def clear_journal(db: Database) -> None:
@@ -45,7 +47,7 @@ def write_journal(db: Database, day_end: datetime, *, prophetic: bool, slippage_
     closes = aapl_closes(db, day_end + timedelta(days=1), 40)
     decisions = 0
     with db.transaction() as conn, conn.cursor() as cur:
-        for (bar_at, close), (_, next_close) in zip(closes, closes[1:], strict=False):
+        for (bar_at, close), (_, next_close) in itertools.pairwise(closes):
             direction = 1 if next_close > close else -1
             signal = direction if prophetic else -direction
             record = {"instruments": {"NASDAQ:AAPL": {"signal": signal, "confidence": 0.6}}}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from pipelines.smtp_capture import Capture, captured_smtp
 from tests.integration.airflow_support import AirflowRun, harness
@@ -92,7 +92,8 @@ def dag_runs(database: Database, tmp_path_factory: pytest.TempPathFactory) -> It
             {"daily_report": ("daily_report", (day_end - timedelta(days=1)).date().isoformat(), None)},
         ]
         for phase in phases:
-            started = {name: airflow.start_dags_test(dag_id, date, conf) for name, (dag_id, date, conf) in phase.items()}
+            started = {name: airflow.start_dags_test(dag_id, date, conf)
+                       for name, (dag_id, date, conf) in phase.items()}
             for name, process in started.items():
                 runs[name] = airflow.finish(phase[name][0], process)
         yield Runs(runs, inbox, tmp, day_end)
@@ -166,7 +167,7 @@ def test_daily_report_emails_recipients_with_drift_attachment(dag_runs: Runs, da
     message = BytesParser(policy=policy.default).parsebytes(reports[0].content)
     assert message["Subject"] == prepared["subject"] and "PnL 1,250.00" in message["Subject"]
     names = [part.get_filename() for part in message.iter_attachments()]
-    assert names == [Path(path).name for path in prepared["attachments"]] and names[0].startswith("drift_")
+    assert names == [Path(path).name for path in prepared["attachments"]] and str(names[0]).startswith("drift_")
     body = message.get_body(preferencelist=("html",))
     assert body is not None and "@champion" in body.get_content()
     with database.transaction() as conn, conn.cursor() as cur:

@@ -31,7 +31,8 @@ def bundled_db(database: Database) -> Database:
 
     with database.transaction(database.settings.owner_role) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from bars_1d b join instruments i using (instrument_id) where i.symbol = 'IBM'")
-        present = cur.fetchone()[0]
+        row = cur.fetchone()
+        present = row[0] if row else 0
     if not present:
         for batch in bundled_batches():
             if batch.timeframe is Timeframe.DAY and "bokeh" in batch.source:
@@ -69,7 +70,7 @@ def test_portfolio_walk_forward_targets_satisfy_constraints_and_realised_weights
 
 
 def test_cli_backtest_portfolio_prints_table(bundled_db: Database, cli_env: dict[str, str]) -> None:
-    completed = subprocess.run(  # noqa: S603
+    completed = subprocess.run(
         [str(ROOT / ".loom/venv-ml/bin/tradeloom"), "backtest-portfolio", "--method", "risk_parity",
          "--method", "equal_weight"], env=cli_env, capture_output=True, text=True, timeout=300, check=False,
     )

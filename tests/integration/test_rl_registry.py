@@ -29,7 +29,8 @@ def bundled_db(database: Database) -> Database:
 
     with database.transaction(database.settings.owner_role) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from bars_1d b join instruments i using (instrument_id) where i.symbol = 'AAPL'")
-        present = cur.fetchone()[0]
+        row = cur.fetchone()
+        present = row[0] if row else 0
     if not present:
         for batch in bundled_batches():
             if batch.timeframe is Timeframe.DAY and "bokeh" in batch.source:

@@ -134,7 +134,8 @@ def test_read_file_csv_with_column_mapping_and_timezone(tmp_path: Path, clean_db
 # -- bad input through the CLI: one clear line, exit code != 0, nothing stored changes ------------------
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TRADELOOM, *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run([*TRADELOOM, *args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          check=False)
 
 
 @pytest.mark.parametrize(

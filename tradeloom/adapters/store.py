@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import numpy.typing as npt
@@ -18,8 +19,6 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from tradeloom.adapters.db import Connection
-from decimal import Decimal
-
 from tradeloom.domain import Instrument, Segment, Timeframe
 from tradeloom.errors import DatabaseUnavailableError, InputError
 from tradeloom.quality import BarColumns
@@ -201,7 +200,8 @@ def write_bars(
             psycopg2.extras.execute_values(
                 cur,
                 "insert into quarantine (ingest_batch_id, target_table, reason, raw_row) values %s",
-                [(batch_id, table, reason, json.dumps(raw, default=str, allow_nan=False)) for reason, raw in quarantine_rows],
+                [(batch_id, table, reason, json.dumps(raw, default=str, allow_nan=False))
+                 for reason, raw in quarantine_rows],
                 page_size=1000,
             )
     return WriteResult(batch_id, inserted, updated, len(bars) - inserted - updated, len(quarantine_rows), checksum)

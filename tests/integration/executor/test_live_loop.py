@@ -60,9 +60,7 @@ def test_live_ticks_become_bars_decisions_and_stored_bars_and_a_silent_feed_stop
             for offset, price in ((1, bars.open[t, i]), (20, bars.high[t, i]), (40, bars.low[t, i]),
                                   (59, bars.close[t, i])):
                 feed.on_tick(Tick(key, float(price), 1, int(bars.volume[t, i] * offset / 59), int(stamp) + offset * NS))
-        print("Q", service._inbox.qsize(), service.bars.last_tick_wall_ns)
         traded += service.live_cycle(int(stamp) + 62 * NS)
-        print("B", service.bars._closed_until_ns, service.trader.bars_done)
     assert traded == 30  # each minute closes once its grace period has passed
     assert service.trader.bars_done == 30
     service.journal.flush()

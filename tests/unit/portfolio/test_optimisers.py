@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.covariance import ledoit_wolf as sklearn_ledoit_wolf
+from sklearn.covariance import ledoit_wolf as sklearn_ledoit_wolf  # type: ignore[import-untyped]
 
 from tradeloom.portfolio.black_litterman import Views, implied_returns, posterior, views_from_scores
 from tradeloom.portfolio.constraints import WeightConstraints, violations

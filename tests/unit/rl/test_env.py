@@ -89,7 +89,7 @@ def test_env_drawdown_halt_terminates_episode() -> None:
     env.reset(seed=0)
     steps, terminated = 0, False
     while not terminated and steps < 399:
-        _, _, terminated, truncated, info = env.step(np.array([1.0], dtype=np.float32))
+        _, _, terminated, _, _ = env.step(np.array([1.0], dtype=np.float32))
         steps += 1
     assert terminated and env.state.halted_for_drawdown
     assert steps < 398

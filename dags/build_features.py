@@ -1,5 +1,6 @@
-"""build_features: after the end-of-day ingest, dbt builds staging -> intermediate -> marts over the
-day's validated bars; one mapped task per group (timeframe), so groups scale out over workers."""
+"""build_features: after the end-of-day ingest, dbt runs staging -> intermediate -> marts over the
+validated bars, one mapped task per group (timeframe) so groups scale out over workers; then one
+`dbt build` runs the data and unit tests over all of them (the gate the trainer relies on)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,13 @@ def build_features() -> None:
         return build_feature_group(timeframes, str(window["logical"]), int(str(window["minutes"])),
                                    bool(window["rewrite"]))
 
-    build.partial(window=plan_window()).expand(timeframes=groups())
+    @task.external_python(**ML_VENV)
+    def verify() -> dict[str, object]:
+        from pipelines.jobs import verify_features
+
+        return verify_features()
+
+    build.partial(window=plan_window()).expand(timeframes=groups()) >> verify()
 
 
 build_features()

@@ -95,6 +95,7 @@ class ExecutorService:
             cash=settings.cash, state_path=settings.state_dir / "engine-state.json",
         )
         self.reconcile_report: dict[str, int] = {}
+        self.shadow = self._make_shadow()
         self.feed = feed
         self.bars = BarBuilder(self.keys, grace_s=settings.late_tick_grace_seconds)
         self._inbox: queue.Queue[Tick | BrokerOrder] = queue.Queue()
@@ -126,22 +127,83 @@ class ExecutorService:
             return FyersBroker(settings.fyers)
         raise ConfigError(f"broker={settings.broker.value!r} has no settings")
 
-    def _load_scorer(self) -> Scorer:
-        model = self.settings.model
+    def _registry(self) -> Any:
+        from tradeloom.adapters.registry import RegistryTarget
+
+        uri = self.settings.mlflow_tracking_uri or LocalCluster(self.settings.home / "pg").sqlalchemy_url(
+            "tradeloom_owner", "mlflow")
+        return RegistryTarget(uri, self.settings.home / "mlartifacts")
+
+    def _load_scorer(self, model: str | None = None, alias: str = "champion") -> Scorer:
+        model = model or self.settings.model
         if model.startswith("baseline:"):
             if model != "baseline:sma_cross":
                 raise ConfigError(f"model={model!r}: the only baseline is 'baseline:sma_cross'")
             return SmaCrossScorer(len(self.keys))
         if not model.startswith("mlflow:"):
             raise ConfigError(f"model={model!r}: expected 'mlflow:<registered name>' or 'baseline:sma_cross'")
-        from tradeloom.adapters.registry import RegistryTarget, load_scorer
+        from tradeloom.adapters.registry import load_scorer
 
-        uri = self.settings.mlflow_tracking_uri or LocalCluster(self.settings.home / "pg").sqlalchemy_url(
-            "tradeloom_owner", "mlflow")
-        target = RegistryTarget(uri, self.settings.home / "mlartifacts")
-        loaded, scorer = load_scorer(target, model.removeprefix("mlflow:"), self.features.spec.names, spec_hash())
-        log.info("loaded model %s version %s", loaded.name, loaded.version)
+        loaded, scorer = load_scorer(self._registry(), model.removeprefix("mlflow:"), self.features.spec.names,
+                                     spec_hash(), alias=alias)
+        log.info("loaded model %s version %s (@%s)", loaded.name, loaded.version, alias)
         return OnnxChampion(scorer, loaded.name, loaded.version, len(self.keys), len(self.features.spec.names))
+
+    def maybe_reload_model(self) -> bool:
+        """Hot reload at a safe point (between bars): when @champion moved, load and check the new version and
+        switch to it for the next bar, keeping the feature history. A refused model leaves the old one trading."""
+        model = self.settings.model
+        if not model.startswith("mlflow:"):
+            return False
+        from tradeloom.adapters.registry import alias_version
+        from tradeloom.models.compatibility import ModelRefusedError
+
+        version = alias_version(self._registry(), model.removeprefix("mlflow:"), "champion")
+        if version is None or version == self.scorer.version:
+            return False
+        previous = self.scorer
+        try:
+            fresh = self._load_scorer()
+        except (ModelRefusedError, ConfigError) as error:
+            log.error("@champion moved to version %s but it was refused: %s", version, error)
+            self.journal.record_event("model_refused", {"version": version, "error": str(error)[:500]})
+            return False
+        if isinstance(fresh, OnnxChampion) and isinstance(previous, OnnxChampion) \
+                and fresh.rows.shape[2] == previous.rows.shape[2]:
+            keep = min(fresh.rows.shape[1], previous.rows.shape[1])
+            fresh.rows[:, -keep:] = previous.rows[:, -keep:]
+        self.scorer = self.trader.scorer = fresh
+        log.warning("model switch: %s %s -> %s", fresh.name, previous.version, fresh.version)
+        self.journal.record_event("model_switch", {"model": fresh.name, "from": previous.version,
+                                                   "to": fresh.version})
+        return True
+
+    def _make_shadow(self) -> Trader | None:
+        """A challenger trading on paper beside the champion, on the same bars, journaled as mode 'shadow'."""
+        if self.settings.shadow_model is None:
+            return None
+        model, _, alias = self.settings.shadow_model.partition("@")
+        scorer = self._load_scorer(model, alias or "challenger")
+        journal = Journal(self.settings.state_dir / "journal", self._connect, strategy=self.settings.engine.strategy,
+                          mode="shadow")
+        broker = PaperBroker(self.keys, cash=self.settings.cash, config=self.settings.paper,
+                             state_path=self.settings.state_dir / "shadow-paper-account.json")
+        return Trader(universe=self.universe, config=self.settings.engine, broker=broker,
+                      orders=OrderManager(broker, journal), journal=journal,
+                      features=OnlineFeatureEngine(self.keys, self.timeframe.value), scorer=scorer, mode="shadow",
+                      cash=self.settings.cash, state_path=self.settings.state_dir / "shadow-engine-state.json")
+
+    def _trade(self, bar: BarSlice) -> None:
+        """The champion's decision for this bar, then the shadow's (which can never affect the champion)."""
+        if self.trader.bars_done and self.trader.bars_done % self.settings.model_poll_bars == 0:
+            self.maybe_reload_model()
+        self.trader.on_bar_close(bar)
+        if self.shadow is not None and bar.bar_at_ns > self.shadow.last_bar_at_ns:
+            try:
+                self.shadow.on_bar_close(bar)
+                self.shadow.journal.flush()
+            except Exception:  # the shadow is advisory: log and carry on trading the champion
+                log.exception("shadow trader failed on bar %s", bar.bar_at_ns)
 
     def _entries_allowed(self) -> bool:
         return self.journal.db_healthy and not self.trader.kill_switch and not self.trader.entries_paused
@@ -205,10 +267,12 @@ class ExecutorService:
 
     def warm_up(self, matrix: BarMatrix) -> None:
         """Feed bars before the session into the online features and the scorer, without trading."""
+        traders = [self.trader] + ([self.shadow] if self.shadow is not None else [])
         for t in range(len(matrix.bar_at_ns)):
-            features = self.features.step(int(matrix.bar_at_ns[t]), matrix.open[t], matrix.high[t], matrix.low[t],
-                                          matrix.close[t], matrix.volume[t])
-            self.scorer.score(features, matrix.close[t])
+            for trader in traders:
+                features = trader.features.step(int(matrix.bar_at_ns[t]), matrix.open[t], matrix.high[t],
+                                                matrix.low[t], matrix.close[t], matrix.volume[t])
+                trader.scorer.score(features, matrix.close[t])
 
     def check_controls(self) -> None:
         kill_file = self.settings.kill_switch_path()
@@ -271,11 +335,14 @@ class ExecutorService:
             if bar.bar_at_ns <= int(self.features.last_bar_at.max()):
                 continue  # this process has already seen the bar
             if bar.bar_at_ns <= self.trader.last_bar_at_ns:
-                # Decided before a restart: only bring the features and the scorer up to date.
-                features = self.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
-                self.scorer.score(features, bar.close)
+                # Decided before a restart: only bring the features and the scorers up to date.
+                for trader in [self.trader] + ([self.shadow] if self.shadow is not None else []):
+                    if bar.bar_at_ns <= trader.last_bar_at_ns:
+                        features = trader.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close,
+                                                        bar.volume)
+                        trader.scorer.score(features, bar.close)
                 continue
-            self.trader.on_bar_close(bar)
+            self._trade(bar)
             summary.bars += 1
             summary.step_ms.append(self.trader.last_step_seconds * 1000)
             self.metrics.observe_step(self.trader.last_step_seconds)
@@ -348,9 +415,9 @@ class ExecutorService:
                                             float(closed.low[i]), float(closed.close[i]), float(closed.volume[i])),
                                             f"live:{self.broker.name}")
             day, minutes = session_context(self.instruments, closed.bar_at_ns, 60)
-            self.trader.on_bar_close(BarSlice(closed.bar_at_ns, closed.open, closed.high, closed.low, closed.close,
-                                              closed.volume, session_day=day, minutes_to_close=minutes,
-                                              source=f"live:{self.broker.name}"))
+            self._trade(BarSlice(closed.bar_at_ns, closed.open, closed.high, closed.low, closed.close,
+                                 closed.volume, session_day=day, minutes_to_close=minutes,
+                                 source=f"live:{self.broker.name}"))
             self.metrics.observe_step(self.trader.last_step_seconds)
             traded += 1
         if now_ns - self._last_poll_ns > 10 * NS:  # polling: the fallback to the order stream

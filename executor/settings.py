@@ -48,6 +48,8 @@ class ExecutorSettings(BaseSettings):
     # "mlflow:<registered name>" loads <name>@champion as ONNX; "baseline:sma_cross" needs no model.
     model: str = "baseline:sma_cross"
     mlflow_tracking_uri: str | None = None
+    # A challenger trading on paper beside the champion ("mlflow:<name>@challenger"), journaled as mode 'shadow'.
+    shadow_model: str | None = None
     cash: float = 1_000_000.0
     engine: EngineConfig = Field(default_factory=EngineConfig)
     paper: BrokerConfig = Field(default_factory=BrokerConfig)

@@ -117,6 +117,7 @@ class Trader:
         self.kill_switch = False
         self.entries_paused = False
         self.last_step_seconds = 0.0
+        self.last_decision_seconds = 0.0
         self.bars_done = 0
 
     # -- state persistence ---------------------------------------------------------------------------------
@@ -186,6 +187,8 @@ class Trader:
             if intent.purpose is IntentPurpose.ENTRY and self.entries_paused:
                 continue
             self.orders.submit(intent, lineage)
+        # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
+        self.last_decision_seconds = time.perf_counter() - started
         self.state = result.state
         self._save_state(bar.bar_at_ns)
         self._snapshot(bar)

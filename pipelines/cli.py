@@ -232,6 +232,15 @@ def summary() -> None:
     console.print(table)
 
 
+def _print_rows(title: str, rows: list[dict[str, object]]) -> None:
+    if not rows:
+        return
+    table = Table(*rows[0].keys(), title=title)
+    for row in rows:
+        table.add_row(*(f"{value:.4g}" if isinstance(value, float) else str(value) for value in row.values()))
+    console.print(table)
+
+
 DEMO_EXECUTOR_DAY = ("2024-01-12", "2024-01-13")  # the last session of the seeded synthetic minute bars
 
 
@@ -288,7 +297,13 @@ def demo(
     tearsheet = demo_walk_forward(db, reports)
     artefacts["tearsheet"] = str(tearsheet)
     console.print(f"tearsheet: {tearsheet}")
-    stage(8, "a replayed trading day through the executor (paper broker, @champion)")
+    stage(8, "portfolio construction and RL sizing (walk-forward, AAPL/IBM/MSFT/GOOG daily)")
+    from pipelines.portfolio_backtest import demo_portfolio
+    from pipelines.rl.evaluate import demo_rl
+
+    _print_rows("portfolio methods, out of sample after costs", demo_portfolio(db))
+    _print_rows("RL sizing vs the supervised model vs baselines (AAPL, out of sample)", demo_rl(db))
+    stage(9, "a replayed trading day through the executor (paper broker, @champion)")
     config = settings.home / "demo" / "executor.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({
@@ -311,19 +326,19 @@ def demo(
                             "--replay-start", DEMO_EXECUTOR_DAY[0], "--replay-end", DEMO_EXECUTOR_DAY[1]])
     if code != 0:
         raise TradeloomError(f"the executor replay exited with {code}")
-    stage(9, "drift report (Evidently)")
+    stage(10, "drift report (Evidently)")
     from pipelines.drift import demo_drift
 
     drift = demo_drift(db)
     artefacts["drift report"] = str(drift)
     console.print(f"drift report: {drift}")
-    stage(10, "daily email (captured by a local SMTP server)")
+    stage(11, "daily email (captured by a local SMTP server)")
     from pipelines.report import demo_report
 
     email = demo_report(db, 0)
     artefacts["daily email"] = str(email)
     console.print(f"email: {email}")
-    stage(11, "where everything is")
+    stage(12, "where everything is")
     from pipelines.dashboard import demo_info
 
     for line in demo_info():

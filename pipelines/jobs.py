@@ -118,16 +118,28 @@ def feature_groups() -> list[list[str]]:
 
 def build_feature_group(timeframes: list[str], logical: str, minutes: int, rewrite_window: bool = False
                         ) -> dict[str, Any]:
-    """dbt build of one group. Incremental by default (each series extended from its last built bar, so a
-    re-run adds nothing); with `rewrite_window`, exactly the interval's rows of the marts are rewritten."""
+    """`dbt run` of one group (tests run once for all groups in `verify_features`). Incremental by default:
+    each series is extended from its last built bar, so a re-run adds nothing; with `rewrite_window`,
+    exactly the interval's rows of the marts are rewritten."""
     from pipelines.features import build_features
 
     start, end = interval(logical, minutes)
     result = build_features(_database(), timeframes=timeframes, start=start if rewrite_window else None,
-                            end=end if rewrite_window else None)
+                            end=end if rewrite_window else None, run_tests=False)
     return {"timeframes": timeframes, "success": result.success, "feature_rows": result.feature_rows,
             "label_rows": result.label_rows, "nodes": len(result.nodes), "spec_hash": result.spec_hash,
             "window": [start.isoformat(), end.isoformat()] if rewrite_window else None}
+
+
+def verify_features() -> dict[str, Any]:
+    """One incremental `dbt build` over every timeframe after the groups: the dbt data and unit tests gate
+    the marts (raises DataQualityError when one fails)."""
+    from pipelines.features import build_features
+
+    result = build_features(_database())
+    failed = sorted(node for node, status in result.nodes.items() if status not in ("success", "pass"))
+    return {"success": result.success, "nodes": len(result.nodes), "failed": failed,
+            "feature_rows": result.feature_rows, "label_rows": result.label_rows}
 
 
 # -- training --------------------------------------------------------------------------------------------
@@ -145,10 +157,12 @@ def train_and_register(config_path: str) -> dict[str, Any]:
     result, _ = train_from_db(db, config, registry_target(db.settings))
     rows = [{key: (value if not isinstance(value, float) or np.isfinite(value) else None) for key, value in row.items()}
             for row in result.comparison_rows()]
+    versions = {kind.value: outcome.version for kind, outcome in result.outcomes.items() if outcome.version}
     gates = {kind.value: {"version": outcome.version, "promotable": outcome.gate.promotable,
                           "reason": outcome.gate.reason}
              for kind, outcome in result.outcomes.items() if outcome.gate is not None}
-    return {"strategy": config.strategy, "oos_window": result.oos_window, "comparison": rows, "gates": gates,
+    return {"strategy": config.strategy, "oos_window": result.oos_window, "comparison": rows, "versions": versions,
+            "gates": gates,
             "champion_version": result.champion_version}
 
 

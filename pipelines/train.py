@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipelines.backtest import MarketData
 from pipelines.learners import FittedModel, fit_model, lightgbm_importance
+from pipelines.train_engine import TRADING_SOURCE, backtest_folds, baselines_through_engine, market_data
 from tradeloom.errors import ConfigError, DataQualityError
 from tradeloom.models.calibration import apply_temperature, fit_temperature
 from tradeloom.models.compatibility import ModelCard
@@ -28,13 +30,7 @@ from tradeloom.models.folds import TrainingFold, plan_folds
 from tradeloom.models.gate import CandidateSummary, GateDecision, decide
 from tradeloom.models.labels import CLASSES
 from tradeloom.models.metrics import FoldMetrics, evaluate
-from tradeloom.models.trading import (
-    TradingMetrics,
-    positions_from_probabilities,
-    sma_cross_positions,
-    strategy_returns,
-    trading_metrics,
-)
+from tradeloom.models.trading import TradingMetrics
 from tradeloom.settings import project_root
 
 log = logging.getLogger(__name__)
@@ -56,6 +52,11 @@ class TrainingData:
     # Close-to-next-close log return per row: what a position held for one bar earns.
     next_return: FloatArray | None = None
     close: FloatArray | None = None
+    # The bars the engine backtest fills against; derived from `close` when absent (see train_engine).
+    open: FloatArray | None = None
+    high: FloatArray | None = None
+    low: FloatArray | None = None
+    volume: FloatArray | None = None
     lineage: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,7 +65,7 @@ class TrainingData:
             raise DataQualityError(
                 f"features shape {self.features.shape} must be (rows={n}, features={len(self.feature_names)})"
             )
-        for name in ("forward_return", "timestamps_ns", "next_return", "close"):
+        for name in ("forward_return", "timestamps_ns", "next_return", "close", "open", "high", "low", "volume"):
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise DataQualityError(f"{name} shape {value.shape} must be ({n},)")
@@ -90,6 +91,8 @@ class ModelOutcome:
     test_probabilities: list[FloatArray]
     temperature: float
     seconds: float
+    # Chained out-of-sample equity through the engine, starting at 1.0.
+    equity: FloatArray = field(default_factory=lambda: np.ones(1))
     final: FittedModel | None = None
     card: ModelCard | None = None
     onnx_bytes: bytes | None = None
@@ -109,6 +112,8 @@ class TrainResult:
     trading_source: str
     lineage: dict[str, str]
     champion_version: str | None = None
+    baseline_fold_trading: dict[str, list[TradingMetrics]] = field(default_factory=dict)
+    baseline_equity: dict[str, FloatArray] = field(default_factory=dict)
 
     def comparison_rows(self) -> list[dict[str, Any]]:
         """The side-by-side out-of-sample table: models and baselines on the same test rows, after costs."""
@@ -141,7 +146,8 @@ def _stamp(ns: int) -> str:
     return str(np.datetime64(int(ns), "ns").astype("datetime64[s]")) + "Z"
 
 
-def _fit_kind(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], config: TrainConfig) -> ModelOutcome:
+def _fit_kind(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], config: TrainConfig,
+              market: MarketData) -> ModelOutcome:
     started = time.perf_counter()
     params = config.lightgbm if kind is ModelKind.LIGHTGBM else config.sequence_params(kind)
     valid_p, test_p, fold_metrics = [], [], []
@@ -155,36 +161,29 @@ def _fit_kind(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], co
         test_p.append(apply_temperature(model.predict_raw(data.features, fold.test), temperature))
         fold_metrics.append(evaluate(data.labels[fold.test], test_p[-1], data.forward_return[fold.test]))
         log.info("%s fold %d: %s", kind.value, fold.number, fold_metrics[-1].flat())
-    outcome = _outcome(kind, data, folds, config, valid_p, test_p, fold_metrics, temperature,
+    outcome = _outcome(kind, data, folds, config, market, valid_p, test_p, fold_metrics, temperature,
                        time.perf_counter() - started)
     outcome.final = model
     return outcome
 
 
 def _outcome(kind: ModelKind, data: TrainingData, folds: list[TrainingFold], config: TrainConfig,
-             valid_p: list[FloatArray], test_p: list[FloatArray], fold_metrics: list[FoldMetrics],
+             market: MarketData, valid_p: list[FloatArray], test_p: list[FloatArray], fold_metrics: list[FoldMetrics],
              temperature: float, seconds: float) -> ModelOutcome:
     test_rows = np.concatenate([fold.test for fold in folds])
     oos = np.vstack(test_p)
-    returns = data.returns_for_trading()
-    fold_trading = []
-    for fold, probabilities in zip(folds, test_p, strict=True):
-        positions = positions_from_probabilities(probabilities)
-        fold_trading.append(trading_metrics(strategy_returns(positions, returns[fold.test], config.costs.cost_bps),
-                                            positions, config.periods_per_year))
-    positions = positions_from_probabilities(oos)
-    trading = trading_metrics(strategy_returns(positions, returns[test_rows], config.costs.cost_bps), positions,
-                              config.periods_per_year)
+    trading = backtest_folds(market, folds, test_p, config, kind.value)
     return ModelOutcome(
         kind=kind, fold_metrics=fold_metrics,
         oos_metrics=evaluate(data.labels[test_rows], oos, data.forward_return[test_rows]),
-        trading=trading, fold_trading=fold_trading, oos_probabilities=oos, valid_probabilities=valid_p,
-        test_probabilities=test_p, temperature=temperature, seconds=seconds,
+        trading=trading.metrics, fold_trading=trading.fold_metrics, oos_probabilities=oos,
+        valid_probabilities=valid_p, test_probabilities=test_p, temperature=temperature, seconds=seconds,
+        equity=trading.equity,
     )
 
 
 def _ensemble(outcomes: dict[ModelKind, ModelOutcome], data: TrainingData, folds: list[TrainingFold],
-              config: TrainConfig) -> ModelOutcome:
+              config: TrainConfig, market: MarketData) -> ModelOutcome:
     assert config.ensemble is not None  # noqa: S101 - callers check
     members = config.ensemble.members
     weights = np.asarray(config.ensemble.weights or [1.0] * len(members), dtype=np.float64)
@@ -199,20 +198,8 @@ def _ensemble(outcomes: dict[ModelKind, ModelOutcome], data: TrainingData, folds
         test_p.append(apply_temperature(np.asarray(test), temperature))
         fold_metrics.append(evaluate(data.labels[fold.test], test_p[-1], data.forward_return[fold.test]))
     seconds = sum(outcomes[m].seconds for m in members)
-    return _outcome(ModelKind.ENSEMBLE, data, folds, config, valid_p, test_p, fold_metrics, temperature, seconds)
-
-
-def _baselines(data: TrainingData, test_rows: IntArray, config: TrainConfig) -> dict[str, TradingMetrics]:
-    returns = data.returns_for_trading()[test_rows]
-    hold = np.ones(test_rows.size)
-    out = {"buy_and_hold": trading_metrics(strategy_returns(hold, returns, config.costs.cost_bps), hold,
-                                           config.periods_per_year)}
-    if data.close is not None:
-        # Computed on the whole series so the first test bar already has its moving averages.
-        cross = sma_cross_positions(data.close)[test_rows]
-        out["sma_cross"] = trading_metrics(strategy_returns(cross, returns, config.costs.cost_bps), cross,
-                                           config.periods_per_year)
-    return out
+    return _outcome(ModelKind.ENSEMBLE, data, folds, config, market, valid_p, test_p, fold_metrics, temperature,
+                    seconds)
 
 
 def _card(kind: ModelKind, model: FittedModel, data: TrainingData, config: TrainConfig,
@@ -230,24 +217,28 @@ def train(data: TrainingData, config: TrainConfig, target: Any | None = None, *,
             raise ConfigError(f"ensemble members {missing} are not trained models {[m.value for m in config.models]}")
     folds = plan_folds(data.timestamps_ns, config)
     test_rows = np.concatenate([fold.test for fold in folds])
+    market = market_data(data, config)
     outcomes: dict[ModelKind, ModelOutcome] = {}
     for kind in config.models:
-        outcome = _fit_kind(kind, data, folds, config)
+        outcome = _fit_kind(kind, data, folds, config, market)
         assert outcome.final is not None  # noqa: S101 - _fit_kind always fits at least one fold
         outcome.card = _card(kind, outcome.final, data, config, outcome.temperature)
         outcome.onnx_bytes = outcome.final.to_onnx(len(data.feature_names))
         outcomes[kind] = outcome
     if config.ensemble is not None:
-        outcomes[ModelKind.ENSEMBLE] = _ensemble(outcomes, data, folds, config)
+        outcomes[ModelKind.ENSEMBLE] = _ensemble(outcomes, data, folds, config, market)
     lineage = {
         **data.lineage, "feature_spec_hash": data.spec_hash, "git_commit": _git_commit(),
         "data_first_at": _stamp(int(data.timestamps_ns[0])), "data_last_at": _stamp(int(data.timestamps_ns[-1])),
         "rows": str(data.labels.size),
     }
     oos_window = f"{_stamp(int(data.timestamps_ns[test_rows[0]]))}..{_stamp(int(data.timestamps_ns[test_rows[-1]]))}"
+    baselines = baselines_through_engine(data, market, folds, config)
     result = TrainResult(config=config, folds=folds, test_rows=test_rows, oos_window=oos_window, outcomes=outcomes,
-                         baselines=_baselines(data, test_rows, config), trading_source="vectorised (engine pending)",
-                         lineage=lineage)
+                         baselines={name: run.metrics for name, run in baselines.items()},
+                         trading_source=TRADING_SOURCE, lineage=lineage,
+                         baseline_fold_trading={name: run.fold_metrics for name, run in baselines.items()},
+                         baseline_equity={name: run.equity for name, run in baselines.items()})
     if target is not None:
         from pipelines.train_tracking import log_and_register
 

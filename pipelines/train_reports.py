@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from tradeloom.models.labels import CLASSES
 from tradeloom.models.metrics import reliability
-from tradeloom.models.trading import positions_from_probabilities, sma_cross_positions, strategy_returns
+from tradeloom.models.trading import cost_config
 
 if TYPE_CHECKING:
     from pipelines.train import ModelOutcome, TrainingData, TrainResult
@@ -33,16 +33,9 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def equity_curves(result: TrainResult, outcome: ModelOutcome, data: TrainingData) -> dict[str, npt.NDArray[np.float64]]:
-    rows = result.test_rows
-    returns = data.returns_for_trading()[rows]
-    cost = result.config.costs.cost_bps
-    curves = {outcome.kind.value: strategy_returns(positions_from_probabilities(outcome.oos_probabilities),
-                                                   returns, cost),
-              "buy_and_hold": strategy_returns(np.ones(rows.size), returns, cost)}
-    if data.close is not None:
-        curves["sma_cross"] = strategy_returns(sma_cross_positions(data.close)[rows], returns, cost)
-    return {name: np.exp(np.cumsum(values)) for name, values in curves.items()}
+def equity_curves(result: TrainResult, outcome: ModelOutcome) -> dict[str, npt.NDArray[np.float64]]:
+    """The model's and the baselines' chained out-of-sample equity through the engine (from 1.0)."""
+    return {outcome.kind.value: outcome.equity, **result.baseline_equity}
 
 
 def build_artifacts(result: TrainResult, outcome: ModelOutcome, data: TrainingData) -> dict[str, bytes | str]:
@@ -72,7 +65,7 @@ def build_artifacts(result: TrainResult, outcome: ModelOutcome, data: TrainingDa
     calibration_png = _png(figure)
     plt.close(figure)
     figure, axis = plt.subplots(figsize=(7, 3.5))
-    for name, equity in equity_curves(result, outcome, data).items():
+    for name, equity in equity_curves(result, outcome).items():
         axis.plot(equity, label=name)
     axis.set(xlabel="out-of-sample bar", ylabel="equity (after costs)", title="walk-forward equity")
     axis.legend()
@@ -104,7 +97,7 @@ def tearsheet(result: TrainResult, outcome: ModelOutcome, calibration_png: bytes
         f"<html><head><meta charset='utf-8'><title>{html.escape(outcome.kind.value)} tearsheet</title></head><body>"
         f"<h1>{html.escape(result.config.strategy)}: {html.escape(outcome.kind.value)}</h1>"
         f"<p>out-of-sample window {html.escape(result.oos_window)}; trading via {html.escape(result.trading_source)};"
-        f" costs {result.config.costs.cost_bps} bps</p>"
+        f" costs {html.escape(cost_config(result.config.costs).name)}</p>"
         f"<table border=1><tr>{header}</tr>{body}</table><h2>per fold</h2>"
         f"<table border=1><tr><th>fold</th>{fold_header}</tr>{folds}</table>"
         f"{image(equity_png)}{image(calibration_png)}<h2>lineage</h2><ul>{lineage}</ul></body></html>"

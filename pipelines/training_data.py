@@ -73,7 +73,9 @@ def arrays_from_bars(bars: dict[str, Any], config: TrainConfig,
     return TrainingData(
         features=features[keep], labels=labels[keep], forward_return=forward[keep],
         timestamps_ns=np.asarray(bars["bar_at"], dtype=np.int64)[keep], feature_names=FALLBACK_NAMES,
-        spec_hash=fallback_spec_hash(), next_return=next_return[keep], close=close[keep], lineage=dict(lineage or {}),
+        spec_hash=fallback_spec_hash(), next_return=next_return[keep], close=close[keep],
+        open=np.asarray(bars["open"], dtype=np.float64)[keep], high=high[keep], low=low[keep],
+        volume=np.asarray(bars["volume"], dtype=np.float64)[keep], lineage=dict(lineage or {}),
     )
 
 
@@ -130,10 +132,11 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
     usable_columns = np.isfinite(matrix.features).any(axis=0)
     warm = np.isfinite(matrix.features[:, usable_columns]).all(axis=1)
     keep = warm & np.isfinite(matrix.direction)
-    close_at = dict(zip(bars["bar_at"].tolist(), bars["close"].tolist(), strict=True))
-    close = np.array([close_at.get(int(ns), np.nan) for ns in matrix.bar_at_ns[keep]])
-    if keep.sum() < 50 or not np.isfinite(close).all():
+    row_at = {int(ns): row for row, ns in enumerate(bars["bar_at"].tolist())}
+    rows = np.array([row_at.get(int(ns), -1) for ns in matrix.bar_at_ns[keep]], dtype=np.int64)
+    if keep.sum() < 50 or (rows < 0).any() or not np.isfinite(bars["close"][rows]).all():
         return None
+    close = bars["close"][rows]
     next_return = np.concatenate([np.diff(np.log(close)), [np.nan]])
     # Columns the timeframe never fills (e.g. order-book features on daily bars) are fed as 0, as the scorer does.
     features = np.nan_to_num(matrix.features[keep], nan=0.0)
@@ -141,6 +144,7 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
         features=features, labels=(matrix.direction[keep] + 1).astype(np.int64),
         forward_return=matrix.forward_return[keep], timestamps_ns=matrix.bar_at_ns[keep],
         feature_names=matrix.names, spec_hash=matrix.spec_hash, next_return=next_return, close=close,
+        open=bars["open"][rows], high=bars["high"][rows], low=bars["low"][rows], volume=bars["volume"][rows],
         lineage={**lineage, "features": "dbt marts"},
     )
     return data, config

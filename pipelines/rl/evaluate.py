@@ -175,7 +175,7 @@ def env_data_from_market(data: Any, column: int) -> EnvData:
 def register_policy(target: Any, agent: Any, kind: AgentKind, train: EnvData, env_config: EnvConfig, *,
                     name: str, metrics: dict[str, float], spec_hash: str) -> tuple[str, str]:
     """Log a run with the policy (native torch + ONNX + card) and register it -> (run id, version)."""
-    from pipelines.rl.export import OUTPUT_NAME, PolicyTargetWeight, RLPolicyCard, to_onnx
+    from pipelines.rl.export import PolicyTargetWeight, policy_card, to_onnx
     from tradeloom.adapters.registry import LoggedModel, RunRecord, log_run, register_version
 
     config = AgentConfig(kind=kind).env_config(env_config)
@@ -186,10 +186,10 @@ def register_policy(target: Any, agent: Any, kind: AgentKind, train: EnvData, en
     module = PolicyTargetWeight(agent.policy, kind, mean, std, levels, config.max_weight, config.allow_short,
                                 len(names) - len(train.feature_names))
     onnx_bytes = to_onnx(module, len(names))
-    card = RLPolicyCard(name=name, kind=f"rl_{kind}", feature_names=names, feature_spec_hash=spec_hash, window=1,
-                        output_name=OUTPUT_NAME, agent=kind, state_feature_names=STATE_FEATURES,
-                        action_levels=tuple(float(x) for x in levels) if kind == "dqn" else (),
-                        max_weight=config.max_weight, allow_short=config.allow_short)
+    card = policy_card(name=name, agent=kind, feature_names=names, spec_hash=spec_hash,
+                       state_feature_names=STATE_FEATURES,
+                       action_levels=tuple(float(x) for x in levels) if kind == "dqn" else (),
+                       max_weight=config.max_weight, allow_short=config.allow_short)
     del env  # built only to validate the config against the data
     k = len(train.feature_names)
     example = np.zeros((2, len(names)), dtype=np.float32)
@@ -211,7 +211,8 @@ def register_policy(target: Any, agent: Any, kind: AgentKind, train: EnvData, en
     if logged.onnx_model_uri is None:
         raise InvariantViolation(f"log_run returned no ONNX model uri for run {logged.run_id} of {name}")
     version = register_version(target, name, logged.onnx_model_uri, logged.run_id,
-                               {"model_kind": f"rl_{kind}", "output_kind": "target_weight"})
+                               {"model_kind": f"rl_{kind}", "output_kind": "target_weight"},
+                               description="tradeloom RL sizing policy (observation -> target weight), ONNX served")
     return logged.run_id, version
 
 

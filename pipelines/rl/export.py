@@ -4,7 +4,7 @@
 The graph maps `features` (batch, k) raw observations -> `target_weight` (batch, 1): the feature
 standardisation of the training window is inside the graph, PPO's deterministic action is its mean clipped
 to [-1, 1] (then clipped at 0 when shorting is off) x max_weight, DQN's is the level of its arg-max
-Q-value. The card (`RLPolicyCard`, a `ModelCard`) says so with `output_kind="target_weight"`.
+Q-value. Its `ModelCard` says so with `output_kind="target_weight"` (see `policy_card`).
 
 How the executor maps the output (the card's `output_kind` tells it which path to take):
 - `probabilities` (direction models): as today, `engine.step` turns (down, flat, up) into entries.
@@ -34,15 +34,14 @@ OUTPUT_NAME = "target_weight"
 ONNX_OPSET = 17
 
 
-class RLPolicyCard(ModelCard):
-    """A `ModelCard` for a sizing policy: what its output is and which inputs are portfolio state."""
-
-    output_kind: Literal["target_weight"] = "target_weight"
-    agent: Literal["ppo", "dqn"] = "ppo"
-    state_feature_names: tuple[str, ...] = ()
-    action_levels: tuple[float, ...] = ()  # DQN's discrete targets (empty for PPO)
-    max_weight: float = 1.0
-    allow_short: bool = False
+def policy_card(*, name: str, agent: Literal["ppo", "dqn"], feature_names: tuple[str, ...], spec_hash: str,
+                state_feature_names: tuple[str, ...], action_levels: tuple[float, ...], max_weight: float,
+                allow_short: bool) -> ModelCard:
+    """The card of a sizing policy: one observation row in, a target weight out; the last inputs are state."""
+    return ModelCard(name=name, kind=f"rl_{agent}", feature_names=feature_names, feature_spec_hash=spec_hash,
+                     window=1, output_name=OUTPUT_NAME, output_kind="target_weight",
+                     state_feature_names=state_feature_names, action_levels=action_levels, max_weight=max_weight,
+                     allow_short=allow_short)
 
 
 class PolicyTargetWeight(torch.nn.Module):

@@ -89,7 +89,8 @@ def dag_runs(database: Database, tmp_path_factory: pytest.TempPathFactory) -> It
             {"premarket_session": ("premarket", SESSION, None),
              "build_features": ("build_features", SESSION, {"window_minutes": day}),
              "drift_check": ("drift_check", day_end.isoformat(), None)},
-            {"daily_report": ("daily_report", (day_end - timedelta(days=1)).date().isoformat(), None)},
+            {"daily_report": ("daily_report", (day_end - timedelta(days=1)).date().isoformat(), None),
+             "market_data_ingest_bad_source": ("market_data_ingest", SESSION, {"source": "no_such_source"})},
         ]
         for phase in phases:
             started = {name: airflow.start_dags_test(dag_id, date, conf)
@@ -113,7 +114,7 @@ def test_premarket_session_without_champion_writes_red_flag_and_emails(dag_runs:
     assert flag["session_date"] == SESSION and flag["status"] == "red"
     assert flag["checks"]["database"]["ok"] and flag["checks"]["mlflow"]["ok"]
     assert not flag["checks"]["champion"]["ok"] and "premarket_probe" in flag["checks"]["champion"]["detail"]
-    alerts = [m for m in dag_runs.inbox.messages if ALERT_TO in m.recipients]
+    alerts = [m for m in dag_runs.inbox.messages if ALERT_TO in m.recipients and b"premarket RED" in m.content]
     assert alerts, "no premarket alert e-mail arrived"
     message = BytesParser(policy=policy.default).parsebytes(alerts[-1].content)
     assert f"premarket RED for {SESSION}" in message["Subject"]
@@ -137,6 +138,8 @@ def test_build_features_maps_one_task_per_group(dag_runs: Runs) -> None:
     built = [value for key, value in run.xcoms.items() if key.startswith("build[")]
     assert len(built) == len(groups) and all(item["success"] for item in built)
     assert sorted(item["timeframes"][0] for item in built) == sorted(g[0] for g in groups)
+    verified = run.xcoms["verify"]
+    assert verified["success"] and verified["failed"] == [] and verified["feature_rows"] > 0
 
 
 def test_train_and_register_registers_a_challenger(dag_runs: Runs) -> None:
@@ -144,7 +147,8 @@ def test_train_and_register_registers_a_challenger(dag_runs: Runs) -> None:
     result = run.xcoms["train"]
     assert result["strategy"] == STRATEGY
     assert "lightgbm" in [row["model"] for row in result["comparison"]]
-    assert set(result["gates"]) == {"lightgbm"} and result["gates"]["lightgbm"]["version"] == "1"
+    # The first registered version of a model with no champion becomes @champion (bootstrap, no gate).
+    assert result["versions"] == {"lightgbm": "1"} and result["champion_version"] == "1"
 
 
 def test_drift_check_stores_a_run_with_a_report(dag_runs: Runs, database: Database) -> None:
@@ -174,3 +178,13 @@ def test_daily_report_emails_recipients_with_drift_attachment(dag_runs: Runs, da
         cur.execute("select sent from daily_reports where strategy = %s and report_date = %s",
                     (STRATEGY, prepared["day"]))
         assert cur.fetchone() == (True,)
+
+
+def test_failed_task_emails_the_operator_through_the_smtp_connection(dag_runs: Runs) -> None:
+    run = dag_runs.runs["market_data_ingest_bad_source"]
+    assert run.returncode != 0 and run.states["ingest"] == "failed"
+    assert run.states["validate"] == "upstream_failed"
+    failures = [BytesParser(policy=policy.default).parsebytes(m.content) for m in dag_runs.inbox.messages
+                if m.recipients == (ALERT_TO,)]
+    subjects = [str(message["Subject"]) for message in failures]
+    assert f"[tradeloom] FAILED market_data_ingest.ingest ({SESSION})" in subjects

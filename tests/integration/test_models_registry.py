@@ -91,6 +91,12 @@ def test_train_registers_versions_sets_challenger_and_bootstraps_champion(
     assert champion == best.version == first_run.champion_version
     tags = version_tags(mlflow_target, name, "1")
     assert tags["oos_window"] == first_run.oos_window and "fold_0_log_loss" in tags
+    # The gate reads the engine's after-cost metrics.
+    assert tags["trading_source"] == "engine"
+    registered = next(o for o in first_run.outcomes.values() if o.version == "1")
+    assert float(tags["oos_sharpe"]) == registered.trading.sharpe
+    assert float(tags["oos_max_drawdown"]) == registered.trading.max_drawdown
+    assert "direction model" in (mlflow_target.client().get_registered_model(name).description or "")
 
 
 def test_load_champion_onnx_matches_native_calibrated_probabilities(

@@ -77,3 +77,17 @@ def test_send_report_no_journal_says_no_orders_and_no_drift(database: Database, 
     assert list(message.iter_attachments()) == []
     body = message.get_body(preferencelist=("html",))
     assert body is not None and "no orders" in body.get_content()
+
+
+def test_demo_report_saves_the_message_the_local_server_received(database: Database, day_end: datetime,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.report import demo_report
+
+    clear_journal(database)
+    monkeypatch.setenv("TRADELOOM_REPORT_REPORT_DIR", str(tmp_path))
+    received = demo_report(database, 0)
+    assert received.parent == tmp_path and received.name.startswith("received_daily_")
+    message = BytesParser(policy=policy.default).parsebytes(received.read_bytes())
+    assert message["To"] == "operator@localhost" and message["Subject"].startswith("[tradeloom] ")
+    assert received.with_name(received.name.removeprefix("received_")).is_file()

@@ -66,6 +66,10 @@ def test_rl_compare_and_register_policy_served_through_onnx_port(bundled_db: Dat
     loaded = load_onnx(rl_target, "rl-sizing-aapl", CHALLENGER)
     assert loaded.card.kind == "rl_ppo" and loaded.card.output_name == "target_weight"
     assert loaded.card.feature_names[-2:] == STATE_FEATURES
+    # The core card carries the policy fields through the registry (no RL-specific card class needed).
+    assert loaded.card.output_kind == "target_weight" and loaded.card.state_feature_names == STATE_FEATURES
+    assert loaded.card.max_weight == 1.0 and not loaded.card.allow_short and loaded.card.action_levels == ()
+    assert "RL sizing policy" in (rl_target.client().get_registered_model("rl-sizing-aapl").description or "")
     scorer = OnnxScorer(loaded.onnx_bytes, loaded.card)
     batch = np.column_stack([train.features[:5], np.zeros((5, 2))])
     weights = scorer.raw_probabilities(batch)

@@ -164,15 +164,21 @@ def _log_models(model: LoggedModel, scratch: Path) -> str:
 
 # -- registry ---------------------------------------------------------------------------------------------
 
+DIRECTION_MODEL_DESCRIPTION = "tradeloom direction model (down/flat/up), ONNX served"
+
+
 def register_version(target: RegistryTarget, name: str, model_uri: str, run_id: str,
-                     tags: Mapping[str, str]) -> str:
-    """A new version of the strategy's registered model; it also becomes `@challenger`."""
+                     tags: Mapping[str, str], description: str = DIRECTION_MODEL_DESCRIPTION) -> str:
+    """A new version of the strategy's registered model; it also becomes `@challenger`.
+
+    `description` is given to the registered model when this call creates it, and to the version."""
     client = target.client()
     try:
         client.get_registered_model(name)
     except Exception:  # mlflow raises RestException/MlflowException for a missing model
-        client.create_registered_model(name, description="tradeloom direction model (down/flat/up), ONNX served")
-    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=dict(tags))
+        client.create_registered_model(name, description=description)
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=dict(tags),
+                                          description=description)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 

@@ -241,15 +241,19 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     """No entry the cash cannot pay for (shorts are collateralised in full: no margin)."""
     if not quantity.any():
         return EntryResult("cash_available", quantity, "")
-    committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close))
+    # Nothing working: nothing committed (skips two full-width array passes on most bars).
+    committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if ctx.pending.any() else 0.0
     budget = ctx.cash - committed
     out = quantity.copy()
-    for index in _by_confidence(proposal, quantity):
-        price = ctx.close[index] * (1.0 + ctx.cost_buffer_rate)
+    rate = 1.0 + ctx.cost_buffer_rate
+    # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead.
+    for index in _by_confidence(proposal, quantity).tolist():
+        price = float(ctx.close[index]) * rate
         lot = int(ctx.lot_size[index])
         affordable = int(np.floor_divide(max(budget, 0.0), price * lot)) * lot if price > 0 else 0
-        out[index] = min(int(out[index]), affordable)
-        budget -= out[index] * price
+        take = min(int(out[index]), affordable)
+        out[index] = take
+        budget -= take * price
     return EntryResult("cash_available", out, "not enough cash")
 
 

@@ -20,6 +20,7 @@ The class is pure (no I/O, no clock): the paper broker wraps it and persists `to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -152,6 +153,8 @@ class SimulatedBroker:
     def pending_quantities(self) -> IntArray:
         """Signed remaining quantity of working entry/exit orders (protective orders excluded)."""
         out = np.zeros(len(self.keys), dtype=np.int64)
+        if not self._working:
+            return out
         for order in self._working.values():
             if order.intent.purpose not in PROTECTIVE and order.active:
                 out[order.index] += int(order.intent.side) * order.remaining
@@ -201,15 +204,18 @@ class SimulatedBroker:
                volume: FloatArray) -> list[SimFill]:
         del close  # fills happen inside the bar; the close only marks to market (see `equity`)
         fills: list[SimFill] = []
+        if not self._working:  # most bars of most instruments: nothing to match
+            return fills
         cap = self.config.participation_cap
         room = np.floor(cap * np.where(np.isnan(volume), 0.0, volume)) if cap is not None else None
         for order in self.open_orders():
-            if order.intent.client_order_id not in self._working or not order.active:
+            if not order.active or order.intent.client_order_id not in self._working:
                 continue
             i = order.index
-            o, h, lo = float(open_[i]), float(high[i]), float(low[i])
-            if not np.isfinite(o):
+            o = float(open_[i])
+            if not math.isfinite(o):
                 continue
+            h, lo = float(high[i]), float(low[i])
             side = int(order.intent.side)
             quantity = order.remaining
             if order.intent.purpose in PROTECTIVE:
@@ -230,7 +236,8 @@ class SimulatedBroker:
                 quantity = min(quantity, int(room[i]))
                 if quantity <= 0:
                     continue
-            participation = quantity / volume[i] if np.isfinite(volume[i]) and volume[i] > 0 else 0.0
+            bar_volume = float(volume[i])
+            participation = quantity / bar_volume if math.isfinite(bar_volume) and bar_volume > 0 else 0.0
             price = execution_price(self.config.costs, order.intent.side, reference[0], participation) \
                 if reference[1] else reference[0]
             costs = self.config.costs

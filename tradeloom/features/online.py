@@ -1,16 +1,23 @@
 """The online feature engine: stepped once per bar close over the cross-section of instruments.
 
-State is a handful of numpy arrays per indicator (shape: instruments, or instruments x window), so a
-step costs the same whatever the history length. Instruments without a bar in a step (NaN close) keep
-their state untouched: each instrument's series is its own bars, exactly as in the dbt `features` model,
-which groups rows by (instrument_id, timeframe) and orders them by bar_at.
+The feature plan is compiled once at construction: which window statistics each feature needs, grouped
+so that one statistic (a window mean/deviation, a max/min, a volume profile, a recursion) is computed
+once per step for every feature and instrument that uses it. Windows live in one mirrored ring buffer
+(every value written at `i` and `i + ring`), so the last n values of any series are a contiguous,
+oldest-first view: no array is shifted per bar and the window reductions run in the same order as over a
+shifted array, which keeps every output bit-for-bit equal to the straightforward two-pass formulas (and
+so within 1e-9 of TA-Lib and the dbt `features` table) with no rolling-sum drift.
+
+Instruments without a bar in a step (NaN close) keep their state untouched: each instrument's series is
+its own bars, exactly as in the dbt `features` model, which groups rows by (instrument_id, timeframe)
+and orders them by bar_at.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +26,14 @@ from tradeloom.errors import ConfigError, InvariantViolation
 from tradeloom.features.spec import DEFAULT_SPEC, TIMEFRAME_SECONDS, Feature, FeatureSpec
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 NS = 1_000_000_000
+
+# Series kept in the ring buffer (first axis). The first six are the engine's state; TYPICAL and
+# VOLUME_FILLED are derived per bar for the volume profile and rebuilt from the others on load_state.
+SERIES = ("close", "log_return", "volume", "reference_log_return", "high", "low")
+CLOSE, LOG_RETURN, VOLUME, REFERENCE, HIGH, LOW, TYPICAL, VOLUME_FILLED = range(8)
 
 
 @dataclass(frozen=True)
@@ -33,36 +47,99 @@ class BookTop:
     ask_size: FloatArray
 
 
-class _Recursive:
-    """EMA (alpha = 2/(n+1)) or Wilder mean (alpha = 1/n), seeded with the SMA of the first n inputs:
-    the same arithmetic as the `ema` and `wilder_mean` aggregates in sql/010_indicator_aggregates.sql."""
+class _Bank:
+    """Recursions of one kind, one row each: EMA (alpha = 2/(n+1)) or Wilder mean (alpha = 1/n), seeded
+    with the SMA of the first n inputs - the same arithmetic as the `ema` and `wilder_mean` aggregates in
+    sql/010_indicator_aggregates.sql. Once every row is past its seed and every instrument has a finite
+    input, a step is three in-place array operations for the whole bank."""
 
-    def __init__(self, size: int, period: int, wilder: bool) -> None:
-        self.period = period
+    def __init__(self, size: int, periods: Sequence[int], *, wilder: bool) -> None:
         self.wilder = wilder
-        self.alpha = 1.0 / period if wilder else 2.0 / (period + 1)
-        self.count = np.zeros(size, dtype=np.int64)
-        self.value = np.zeros(size)
+        self.periods = np.array(list(periods), dtype=np.int64).reshape(-1, 1)
+        self.period_f = self.periods.astype(np.float64)
+        self.keep = self.period_f - 1.0
+        self.alpha = 2.0 / (self.period_f + 1.0)
+        self.count = np.zeros((len(periods), size), dtype=np.int64)
+        self.value = np.zeros((len(periods), size))
+        self.warm = False
+        self.refresh()
 
-    def update(self, x: FloatArray, mask: npt.NDArray[np.bool_]) -> None:
-        take = mask & np.isfinite(x)
-        count = self.count + take
-        seeding = take & (count <= self.period)
-        running = take & (count > self.period)
+    def refresh(self) -> None:
+        self.warm = bool((self.count >= self.periods).all())
+
+    def update(self, x: FloatArray, mask: BoolArray, all_bars: bool, finite: bool) -> None:
         value = self.value
-        value[seeding] += x[seeding]
-        done = seeding & (count == self.period)
-        value[done] /= self.period
+        if all_bars and self.warm and (finite or math.isfinite(float(x.sum()))):
+            if self.wilder:
+                value *= self.keep
+                value += x
+                value /= self.period_f
+            else:
+                step = x - value
+                step *= self.alpha
+                value += step
+            self.count += 1
+            return
+        shape = value.shape
+        xs = np.broadcast_to(x, shape)
+        take = mask[None, :] & np.isfinite(xs)
+        count = self.count + take
+        seeding = take & (count <= self.periods)
+        running = take & (count > self.periods)
+        value[seeding] += xs[seeding]
+        done = seeding & (count == self.periods)
+        value[done] /= np.broadcast_to(self.period_f, shape)[done]
         if running.any():
             old = value[running]
             if self.wilder:
-                value[running] = (old * (self.period - 1) + x[running]) / self.period
+                value[running] = (old * np.broadcast_to(self.keep, shape)[running] + xs[running]) \
+                    / np.broadcast_to(self.period_f, shape)[running]
             else:
-                value[running] = old + self.alpha * (x[running] - old)
+                value[running] = old + np.broadcast_to(self.alpha, shape)[running] * (xs[running] - old)
         self.count = count
+        self.refresh()
 
     def output(self) -> FloatArray:
-        return np.where(self.count >= self.period, self.value, np.nan)
+        if self.warm:
+            return self.value
+        return np.where(self.count >= self.periods, self.value, np.nan)
+
+
+def _rsi(gain: FloatArray, loss: FloatArray, out: FloatArray) -> None:
+    total = gain + loss
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(gain, total, out=out)
+    out *= 100.0
+    # 0/0 (no movement over the window) is an RSI of 0, as in the SQL; NaN totals stay NaN.
+    out[total == 0.0] = 0.0
+
+
+@dataclass
+class _Stats:
+    """Mean and population deviation (two-pass) of the last `period` values of `series`, plus the
+    centred windows the correlation needs - one computation for every feature using that window."""
+
+    period: int
+    series: list[int]
+    sma: list[tuple[int, int]] = field(default_factory=list)  # (work row, series position)
+    bollinger: list[tuple[int, float, str]] = field(default_factory=list)  # (work row, width, output)
+    realised_vol: list[int] = field(default_factory=list)
+    volume_z: list[int] = field(default_factory=list)
+    correlation: list[int] = field(default_factory=list)
+
+    def position(self, series: int) -> int:
+        if series not in self.series:
+            self.series.append(series)
+            self.series.sort()
+        return self.series.index(series)
+
+
+@dataclass
+class _Profile:
+    period: int
+    bins: int
+    value_area: float
+    rows: list[tuple[int, str]] = field(default_factory=list)
 
 
 class OnlineFeatureEngine:
@@ -83,51 +160,175 @@ class OnlineFeatureEngine:
                 if any(name == key for name, _ in feature.params):
                     windows.append(feature.int_param(key) + 1)
         self.window = max(windows)
+        self.ring = max(self.window, 2)
         self.bar_count = np.zeros(size, dtype=np.int64)
         self.last_bar_at = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
-        self.buffers = {name: np.full((size, self.window), np.nan)
-                        for name in ("high", "low", "close", "volume", "log_return", "reference_log_return")}
-        self.recursive: dict[str, _Recursive] = {}
-        self.reference_index = np.full(size, -1, dtype=np.int64)
+        self._last_max = int(np.iinfo(np.int64).min)
+        self._buffer = np.full((8, size, 2 * self.ring), np.nan)
+        self._head = self.ring - 1
+        self.reference_index = np.full(size, size, dtype=np.int64)  # `size` points at a NaN slot
         index = {key: position for position, key in enumerate(self.keys)}
         for position, key in enumerate(self.keys):
             reference = spec.reference_for(key.split(":", 1)[0])
             if reference is not None and reference in index:
                 self.reference_index[position] = index[reference]
-        self.multi_timeframe: dict[str, _MultiTimeframe] = {}
-        for feature in spec.features:
-            self._register(feature)
+        self._log_return = np.full(size + 1, np.nan)
+        self._compile()
 
-    # -- construction ---------------------------------------------------------------------------------
+    # -- construction: the feature plan ---------------------------------------------------------------
 
-    def _recursive(self, key: str, period: int, wilder: bool) -> None:
-        self.recursive.setdefault(key, _Recursive(self.size, period, wilder))
-
-    def _register(self, feature: Feature) -> None:
-        if feature.timeframe is not None and feature.timeframe != self.timeframe:
+    def _compile(self) -> None:
+        spec, size = self.spec, self.size
+        features = spec.features
+        mtf_features = [f for f in features if f.timeframe is not None and f.timeframe != self.timeframe]
+        for feature in mtf_features:
             if feature.indicator != "rsi_wilder":
                 raise ConfigError(f"feature {feature.name!r}: only rsi_wilder runs on a coarser timeframe")
-            self.multi_timeframe[feature.name] = _MultiTimeframe(
-                self.size, TIMEFRAME_SECONDS[feature.timeframe] * NS, feature.int_param("period"),
-                active=TIMEFRAME_SECONDS[self.timeframe] <= TIMEFRAME_SECONDS[feature.timeframe],
+        own = [f for f in features if f not in mtf_features]
+        unknown = [f for f in own if f.indicator not in _ONLINE]
+        if unknown:
+            raise ConfigError(f"feature {unknown[0].name!r}: indicator {unknown[0].indicator!r} has no online "
+                              "implementation")
+        # Work rows, grouped so each group writes a contiguous block: returns, log returns, then the
+        # columns whose infinities read as NULL (Bollinger, volume z-score), then the rest.
+        kinds = ("return", "log_return", "bollinger", "volume_zscore")
+        ordered = [f for kind in kinds for f in own if f.indicator == kind]
+        ordered += [f for f in own if f.indicator not in kinds] + mtf_features
+        row = {f.name: position for position, f in enumerate(ordered)}
+        self._work = np.full((len(ordered), size), np.nan)
+        self._order = np.array([row[name] for name in spec.names], dtype=np.int64)
+        ready = np.zeros(len(spec.names), dtype=np.int64)
+        column = {name: position for position, name in enumerate(spec.names)}
+
+        def needs(feature: Feature, bars: int) -> None:
+            ready[column[feature.name]] = bars
+
+        # Returns: one ratio per distinct lag.
+        returns = [f for f in own if f.indicator in ("return", "log_return")]
+        self._lags = sorted({f.int_param("lag") for f in returns})
+        lag_position = {lag: position for position, lag in enumerate(self._lags)}
+        simple = [f for f in returns if f.indicator == "return"]
+        logs = [f for f in returns if f.indicator == "log_return"]
+        self._return_rows = (0, len(simple), len(simple) + len(logs))
+        self._simple_lags = np.array([lag_position[f.int_param("lag")] for f in simple], dtype=np.int64)
+        self._log_lags = np.array([lag_position[f.int_param("lag")] for f in logs], dtype=np.int64)
+        for feature in returns:
+            needs(feature, feature.int_param("lag") + 1)
+        self._infinite_rows = (len(returns), len(returns) + sum(f.indicator in ("bollinger", "volume_zscore")
+                                                                for f in own))
+        # Window statistics per period.
+        stats: dict[int, _Stats] = {}
+        pivots: dict[int, list[tuple[int, str]]] = {}
+        profiles: dict[tuple[int, int, float], _Profile] = {}
+        self._ema: list[tuple[int, str]] = []  # (work row, bank key)
+        self._rsi: list[tuple[int, int]] = []  # (work row, period)
+        self._atr: list[tuple[int, str]] = []
+        self._macd: list[tuple[int, tuple[int, int, int], str]] = []
+        self._book: list[tuple[int, str]] = []
+        ema_periods: list[int] = []
+        wilder_rows: list[tuple[str, int]] = []  # (source, period)
+        signal_keys: list[tuple[int, int, int]] = []
+        for feature in own:
+            kind, at = feature.indicator, row[feature.name]
+            period = feature.int_param("period") if any(k == "period" for k, _ in feature.params) else 0
+            if kind in ("sma", "bollinger", "realised_vol", "volume_zscore", "correlation"):
+                group = stats.setdefault(period, _Stats(period, []))
+                if kind == "sma":
+                    group.position(CLOSE)
+                    group.sma.append((at, CLOSE))
+                elif kind == "bollinger":
+                    group.position(CLOSE)
+                    group.bollinger.append((at, feature.float_param("width"), str(feature.param("output"))))
+                elif kind == "realised_vol":
+                    group.position(LOG_RETURN)
+                    group.realised_vol.append(at)
+                elif kind == "volume_zscore":
+                    group.position(VOLUME)
+                    group.volume_z.append(at)
+                else:
+                    group.position(LOG_RETURN)
+                    group.position(REFERENCE)
+                    group.correlation.append(at)
+                if kind != "correlation":
+                    needs(feature, period + 1 if kind == "realised_vol" else period)
+            elif kind == "pivots":
+                pivots.setdefault(period, []).append((at, str(feature.param("output"))))
+                needs(feature, period)
+            elif kind == "volume_profile":
+                key = (period, feature.int_param("bins"), feature.float_param("value_area"))
+                profiles.setdefault(key, _Profile(*key)).rows.append((at, str(feature.param("output"))))
+                needs(feature, period)
+            elif kind == "ema":
+                ema_periods.append(period)
+                self._ema.append((at, f"ema_{period}"))
+            elif kind == "rsi_wilder":
+                wilder_rows += [("gain", period), ("loss", period)]
+                self._rsi.append((at, period))
+            elif kind == "atr_wilder":
+                wilder_rows.append(("true_range", period))
+                self._atr.append((at, f"tr_{period}"))
+            elif kind == "macd":
+                fast, slow, signal = (feature.int_param(key) for key in ("fast", "slow", "signal"))
+                ema_periods += [fast, slow]
+                signal_keys.append((fast, slow, signal))
+                self._macd.append((at, (fast, slow, signal), str(feature.param("output"))))
+            elif kind in ("book_imbalance", "book_spread"):
+                self._book.append((at, kind))
+        self._stats = sorted(stats.values(), key=lambda group: group.period)
+        self._pivots = sorted(pivots.items())
+        self._profiles = list(profiles.values())
+        # Recursions: phase one (EMAs of close, Wilder means of gain/loss/true range), phase two (MACD
+        # signal lines, which read the phase-one EMAs of the same step).
+        self._ema_periods = sorted(set(ema_periods))
+        self._ema_bank = _Bank(size, self._ema_periods, wilder=False)
+        wilder_keys: list[tuple[str, int]] = []
+        for source, period in wilder_rows:
+            if (source, period) not in wilder_keys:
+                wilder_keys.append((source, period))
+        self._wilder_sources = [source for source, _ in wilder_keys]
+        self._wilder_bank = _Bank(size, [period for _, period in wilder_keys], wilder=True)
+        self._wilder_input = np.zeros((len(wilder_keys), size))
+        self._signal_keys = sorted(set(signal_keys))
+        self._signal_bank = _Bank(size, [signal for _, _, signal in self._signal_keys], wilder=False)
+        self._signal_input = np.zeros((len(self._signal_keys), size))
+        # The state names of the original engine: "ema_12", "gain_14", "tr_14", "macd_signal_12_26_9".
+        self._bank_rows: dict[str, tuple[_Bank, int]] = {}
+        for position, period in enumerate(self._ema_periods):
+            self._bank_rows[f"ema_{period}"] = (self._ema_bank, position)
+        for position, (source, period) in enumerate(wilder_keys):
+            name = "tr" if source == "true_range" else source
+            self._bank_rows[f"{name}_{period}"] = (self._wilder_bank, position)
+        for position, (fast, slow, signal) in enumerate(self._signal_keys):
+            self._bank_rows[f"macd_signal_{fast}_{slow}_{signal}"] = (self._signal_bank, position)
+        self._ema_position = {period: position for position, period in enumerate(self._ema_periods)}
+        self.multi_timeframe: dict[str, _MultiTimeframe] = {}
+        self._mtf_rows: list[tuple[int, _MultiTimeframe]] = []
+        for feature in mtf_features:
+            mtf = _MultiTimeframe(
+                size, TIMEFRAME_SECONDS[str(feature.timeframe)] * NS, feature.int_param("period"),
+                active=TIMEFRAME_SECONDS[self.timeframe] <= TIMEFRAME_SECONDS[str(feature.timeframe)],
             )
-            return
-        kind = feature.indicator
-        if kind == "ema":
-            self._recursive(f"ema_{feature.int_param('period')}", feature.int_param("period"), wilder=False)
-        elif kind == "rsi_wilder":
-            period = feature.int_param("period")
-            self._recursive(f"gain_{period}", period, wilder=True)
-            self._recursive(f"loss_{period}", period, wilder=True)
-        elif kind == "atr_wilder":
-            self._recursive(f"tr_{feature.int_param('period')}", feature.int_param("period"), wilder=True)
-        elif kind == "macd":
-            fast, slow, signal = (feature.int_param(key) for key in ("fast", "slow", "signal"))
-            self._recursive(f"ema_{fast}", fast, wilder=False)
-            self._recursive(f"ema_{slow}", slow, wilder=False)
-            self._recursive(f"macd_signal_{fast}_{slow}_{signal}", signal, wilder=False)
+            self.multi_timeframe[feature.name] = mtf
+            self._mtf_rows.append((row[feature.name], mtf))
+        self._ready = ready
+        self._ready_max = int(ready.max()) if len(ready) else 0
+        self._all_ready = False
+        self._profile_offsets = {profile.bins: (np.arange(size, dtype=np.float64) * profile.bins)[:, None]
+                                 for profile in self._profiles}
+        self._stats_index: list[tuple[_Stats, slice | IntArray, dict[int, int]]] = []
+        for group in self._stats:
+            first = group.series[0]
+            contiguous = group.series == list(range(first, first + len(group.series)))
+            group_index: slice | IntArray = slice(first, first + len(group.series)) if contiguous \
+                else np.array(group.series, dtype=np.int64)
+            self._stats_index.append((group, group_index, {s: i for i, s in enumerate(group.series)}))
 
     # -- stepping -------------------------------------------------------------------------------------
+
+    def _windows(self, series: int | slice | IntArray, length: int) -> FloatArray:
+        """The last `length` values (oldest first) as a view of the ring buffer."""
+        end = self._head + self.ring + 1
+        return self._buffer[series, :, end - length:end]
 
     def step(
         self, bar_at_ns: int | npt.NDArray[np.int64], open_: FloatArray, high: FloatArray, low: FloatArray,
@@ -135,170 +336,243 @@ class OnlineFeatureEngine:
     ) -> FloatArray:
         """Advance by one closed bar per instrument (NaN close = no bar) and return the features as an
         array (instruments x features) in `spec.names` order; rows without a bar are NaN."""
+        close = np.asarray(close, dtype=np.float64)
         has_bar = np.isfinite(close)
-        stamps = np.broadcast_to(np.asarray(bar_at_ns, dtype=np.int64), (self.size,))
-        if np.any(stamps[has_bar] <= self.last_bar_at[has_bar]):
-            raise InvariantViolation(
-                f"bar_at must increase per instrument; got {stamps[has_bar].tolist()} after "
-                f"{self.last_bar_at[has_bar].tolist()}"
-            )
-        self.last_bar_at = np.where(has_bar, stamps, self.last_bar_at)
-        previous_close = self.buffers["close"][:, -1].copy()
-        log_return = np.log(close / previous_close)
-        reference_log_return = np.full(self.size, np.nan)
-        linked = self.reference_index >= 0
-        reference_log_return[linked] = log_return[self.reference_index[linked]]
-        for name, value in (("high", high), ("low", low), ("close", close), ("volume", volume),
-                            ("log_return", log_return), ("reference_log_return", reference_log_return)):
-            buffer = self.buffers[name]
-            if has_bar.all():
-                buffer[:, :-1] = buffer[:, 1:]
-                buffer[:, -1] = value
-            else:
-                shifted = np.roll(buffer[has_bar], -1, axis=1)
-                shifted[:, -1] = value[has_bar]
-                buffer[has_bar] = shifted
-        self.bar_count += has_bar
-        true_range = np.maximum(high - low, np.maximum(np.abs(high - previous_close), np.abs(low - previous_close)))
-        change = close - previous_close
-        inputs = {"close": close, "true_range": true_range, "gain": np.maximum(change, 0.0),
-                  "loss": np.maximum(-change, 0.0)}
-        for key, state in self.recursive.items():
-            if key.startswith("macd_signal_"):
-                continue
-            source = key.split("_", 1)[0]
-            state.update(inputs["close" if source == "ema" else "true_range" if source == "tr" else source],
-                         has_bar)
-        for key, state in self.recursive.items():
-            if key.startswith("macd_signal_"):
-                _, _, fast, slow, _ = key.split("_")
-                line = self.recursive[f"ema_{fast}"].output() - self.recursive[f"ema_{slow}"].output()
-                state.update(line, has_bar)
-        for mtf in self.multi_timeframe.values():
-            mtf.update(stamps, close, has_bar, self.timeframe_ns)
-        out = np.empty((self.size, len(self.spec.features)))
-        self._profiles: dict[tuple[int, int, float], dict[str, FloatArray]] = {}
-        self._stats: dict[tuple[str, int], tuple[FloatArray, FloatArray]] = {}
+        all_bars = bool(has_bar.all())
+        stamp: int | None = None
+        if isinstance(bar_at_ns, (int, np.integer)) and not isinstance(bar_at_ns, bool):
+            stamp = int(bar_at_ns)
+        if stamp is not None and all_bars:
+            if stamp <= self._last_max and self.size:
+                self._stamp_error(np.full(self.size, stamp), has_bar)
+            stamps = self.last_bar_at
+            stamps.fill(stamp)
+            self._last_max = stamp
+        else:
+            stamps = np.broadcast_to(np.asarray(bar_at_ns, dtype=np.int64), (self.size,)).copy()
+            if np.any(stamps[has_bar] <= self.last_bar_at[has_bar]):
+                self._stamp_error(stamps, has_bar)
+            self.last_bar_at = np.where(has_bar, stamps, self.last_bar_at)
+            self._last_max = int(self.last_bar_at.max()) if self.size else self._last_max
+        ring, buffer = self.ring, self._buffer
+        head = self._head
+        previous_close = buffer[CLOSE, :, head + ring]
+        missing = None if all_bars else ~has_bar
+        if missing is not None:
+            kept = buffer[:, missing, head + 1:head + ring + 1].copy()
+        head = (head + 1) % ring
+        self._head = head
+        at = buffer[:, :, head]
+        log_return = self._log_return
         with np.errstate(divide="ignore", invalid="ignore"):
-            for column, feature in enumerate(self.spec.features):
-                out[:, column] = self._feature(feature, close, volume, book)
-        out[~has_bar] = np.nan
+            np.divide(close, previous_close, out=at[LOG_RETURN])
+            np.log(at[LOG_RETURN], out=log_return[:-1])
+        at[LOG_RETURN] = log_return[:-1]
+        np.take(log_return, self.reference_index, out=at[REFERENCE])
+        at[CLOSE] = close
+        at[HIGH] = high
+        at[LOW] = low
+        at[VOLUME] = volume
+        typical = at[TYPICAL]
+        np.add(at[HIGH], at[LOW], out=typical)
+        typical += close
+        typical /= 3.0
+        at[VOLUME_FILLED] = np.nan_to_num(at[VOLUME])
+        if missing is not None:
+            doubled = np.concatenate([kept, kept], axis=-1)
+            buffer[:, missing, :] = np.roll(doubled, head + 1, axis=-1)
+            buffer[:, :, head + ring] = buffer[:, :, head]
+            self.bar_count += has_bar
+        else:
+            buffer[:, :, head + ring] = at
+            self.bar_count += 1
+        work = self._work
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._recursions(close, high, low, previous_close, has_bar, all_bars, work)
+            for row, mtf in self._mtf_rows:
+                mtf.update(stamp, stamps, close, has_bar, all_bars, self.timeframe_ns)
+                work[row] = mtf.value
+            self._window_features(close, volume, work)
+            for row, kind in self._book:
+                if book is None:
+                    work[row] = np.nan
+                elif kind == "book_imbalance":
+                    work[row] = (book.bid_size - book.ask_size) / (book.bid_size + book.ask_size)
+                else:
+                    work[row] = (book.best_ask - book.best_bid) / ((book.best_ask + book.best_bid) / 2.0)
+        out = np.take(work.T, self._order, axis=1)
+        if not self._all_ready:
+            self._all_ready = bool(self.bar_count.min(initial=self._ready_max) >= self._ready_max)
+            if not self._all_ready:
+                out[self.bar_count[:, None] < self._ready[None, :]] = np.nan
+        if missing is not None:
+            out[missing] = np.nan
         return out
 
-    def _mean_deviation(self, name: str, period: int) -> tuple[FloatArray, FloatArray]:
-        """Mean and population deviation of the last `period` values (two-pass), cached per step."""
-        key = (name, period)
-        if key not in self._stats:
-            window = self._window(name, period)
-            middle = window.mean(axis=1)
-            self._stats[key] = middle, np.sqrt(((window - middle[:, None]) ** 2).mean(axis=1))
-        return self._stats[key]
+    def _stamp_error(self, stamps: IntArray, has_bar: BoolArray) -> None:
+        raise InvariantViolation(
+            f"bar_at must increase per instrument; got {stamps[has_bar].tolist()} after "
+            f"{self.last_bar_at[has_bar].tolist()}"
+        )
 
-    def _window(self, name: str, length: int) -> FloatArray:
-        return self.buffers[name][:, self.window - length:]
+    def _recursions(self, close: FloatArray, high: FloatArray, low: FloatArray, previous_close: FloatArray,
+                    has_bar: BoolArray, all_bars: bool, work: FloatArray) -> None:
+        if self._ema_periods:
+            self._ema_bank.update(close[None, :], has_bar, all_bars, finite=True)
+        if self._wilder_sources:
+            sources: dict[str, FloatArray] = {}
+            change = close - previous_close
+            for position, source in enumerate(self._wilder_sources):
+                target = self._wilder_input[position]
+                if source in sources:
+                    target[:] = sources[source]
+                elif source == "gain":
+                    np.maximum(change, 0.0, out=target)
+                elif source == "loss":
+                    np.maximum(-change, 0.0, out=target)
+                else:
+                    np.maximum(high - low, np.maximum(np.abs(high - previous_close), np.abs(low - previous_close)),
+                               out=target)
+                sources[source] = target
+            self._wilder_bank.update(self._wilder_input, has_bar, all_bars, finite=False)
+        emas = self._ema_bank.output()
+        ema = self._ema_position
+        if self._signal_keys:
+            for position, (fast, slow, _) in enumerate(self._signal_keys):
+                np.subtract(emas[ema[fast]], emas[ema[slow]], out=self._signal_input[position])
+            self._signal_bank.update(self._signal_input, has_bar, all_bars, finite=False)
+        for row, key in self._ema:
+            work[row] = emas[ema[int(key.removeprefix("ema_"))]]
+        if self._wilder_sources:
+            means = self._wilder_bank.output()
+            rows = self._bank_rows
+            for row, period in self._rsi:
+                _rsi(means[rows[f"gain_{period}"][1]], means[rows[f"loss_{period}"][1]], work[row])
+            for row, key in self._atr:
+                work[row] = means[rows[key][1]]
+        if self._macd:
+            signals = self._signal_bank.output()
+            for row, (fast, slow, signal), output in self._macd:
+                line = emas[ema[fast]] - emas[ema[slow]]
+                if output == "line":
+                    work[row] = line
+                else:
+                    signal_line = signals[self._signal_keys.index((fast, slow, signal))]
+                    if output == "signal":
+                        work[row] = signal_line
+                    else:
+                        np.subtract(line, signal_line, out=work[row])
 
-    def _ready(self, bars: int) -> npt.NDArray[np.bool_]:
-        return self.bar_count >= bars
-
-    def _feature(self, feature: Feature, close: FloatArray, volume: FloatArray, book: BookTop | None) -> FloatArray:
-        kind = feature.indicator
-        nan = np.full(self.size, np.nan)
-        if feature.name in self.multi_timeframe:
-            return self.multi_timeframe[feature.name].output()
-        if kind in ("return", "log_return"):
-            lag = feature.int_param("lag")
-            ratio = close / self._window("close", lag + 1)[:, 0]
-            value = ratio - 1.0 if kind == "return" else np.log(ratio)
-            return np.where(self._ready(lag + 1), value, np.nan)
-        if kind == "sma":
-            period = feature.int_param("period")
-            return np.where(self._ready(period), self._mean_deviation("close", period)[0], np.nan)
-        if kind == "ema":
-            return self.recursive[f"ema_{feature.int_param('period')}"].output()
-        if kind == "rsi_wilder":
-            period = feature.int_param("period")
-            gain = self.recursive[f"gain_{period}"].output()
-            loss = self.recursive[f"loss_{period}"].output()
-            total = gain + loss
-            return np.where(total != 0.0, 100.0 * (gain / total), np.where(np.isfinite(total), 0.0, np.nan))
-        if kind == "atr_wilder":
-            return self.recursive[f"tr_{feature.int_param('period')}"].output()
-        if kind == "macd":
-            fast, slow, signal = (feature.int_param(key) for key in ("fast", "slow", "signal"))
-            line = self.recursive[f"ema_{fast}"].output() - self.recursive[f"ema_{slow}"].output()
-            signal_line = self.recursive[f"macd_signal_{fast}_{slow}_{signal}"].output()
-            output = str(feature.param("output"))
-            return line if output == "line" else signal_line if output == "signal" else line - signal_line
-        if kind == "bollinger":
-            period = feature.int_param("period")
-            middle, deviation = self._mean_deviation("close", period)
-            upper = middle + feature.float_param("width") * deviation
-            lower = middle - feature.float_param("width") * deviation
-            output = str(feature.param("output"))
-            value = upper if output == "upper" else lower if output == "lower" else (close - lower) / (upper - lower)
-            return np.where(self._ready(period) & np.isfinite(value), value, np.nan)
-        if kind in ("realised_vol", "volume_zscore"):
-            period = feature.int_param("period")
-            middle, deviation = self._mean_deviation("log_return" if kind == "realised_vol" else "volume", period)
-            if kind == "realised_vol":
-                return np.where(self._ready(period + 1), deviation, np.nan)
-            value = (volume - middle) / np.where(deviation == 0.0, np.nan, deviation)
-            return np.where(self._ready(period), value, np.nan)
-        if kind == "pivots":
-            period = feature.int_param("period")
-            highest = self._window("high", period).max(axis=1)
-            lowest = self._window("low", period).min(axis=1)
+    def _window_features(self, close: FloatArray, volume: FloatArray, work: FloatArray) -> None:
+        buffer, end = self._buffer, self._head + self.ring + 1
+        lags = self._lags
+        if lags:
+            ratio = close / buffer[CLOSE][:, [end - 1 - lag for lag in lags]].T
+            start, middle, stop = self._return_rows
+            if start < middle:
+                np.subtract(ratio[self._simple_lags], 1.0, out=work[start:middle])
+            if middle < stop:
+                np.log(ratio[self._log_lags], out=work[middle:stop])
+        for group, index, position in self._stats_index:
+            period = group.period
+            windows = buffer[index, :, end - period:end]
+            mean = windows.mean(axis=-1)
+            centred = windows - mean[..., None]
+            squares = centred * centred
+            sums = squares.sum(axis=-1)
+            deviation = np.sqrt(sums / period)
+            for row, series in group.sma:
+                work[row] = mean[position[series]]
+            if group.bollinger:
+                middle_band, width_band = mean[position[CLOSE]], deviation[position[CLOSE]]
+                for row, width, output in group.bollinger:
+                    upper = middle_band + width * width_band
+                    lower = middle_band - width * width_band
+                    if output == "upper":
+                        work[row] = upper
+                    elif output == "lower":
+                        work[row] = lower
+                    else:
+                        np.divide(close - lower, upper - lower, out=work[row])
+            for row in group.realised_vol:
+                work[row] = deviation[position[LOG_RETURN]]
+            for row in group.volume_z:
+                np.divide(volume - mean[position[VOLUME]], deviation[position[VOLUME]], out=work[row])
+            if group.correlation:
+                x, y = position[LOG_RETURN], position[REFERENCE]
+                covariance = (centred[x] * centred[y]).sum(axis=-1)
+                value = covariance / np.sqrt(sums[x] * sums[y])
+                for row in group.correlation:
+                    work[row] = value
+        start, stop = self._infinite_rows
+        if start < stop:
+            block = work[start:stop]
+            block[np.isinf(block)] = np.nan  # a zero deviation reads as NULL, as in the SQL
+        for period, outputs in self._pivots:
+            highest = buffer[HIGH, :, end - period:end].max(axis=1)
+            lowest = buffer[LOW, :, end - period:end].min(axis=1)
             pivot = (highest + lowest + close) / 3.0
-            output = str(feature.param("output"))
-            value = pivot if output == "pivot" else 2.0 * pivot - lowest if output == "resistance" \
-                else 2.0 * pivot - highest
-            return np.where(self._ready(period), value, np.nan)
-        if kind == "correlation":
-            period = feature.int_param("period")
-            x = self._window("log_return", period)
-            y = self._window("reference_log_return", period)
-            dx = x - x.mean(axis=1)[:, None]
-            dy = y - y.mean(axis=1)[:, None]
-            sxx = (dx * dx).sum(axis=1)
-            syy = (dy * dy).sum(axis=1)
-            value = (dx * dy).sum(axis=1) / np.sqrt(sxx * syy)
-            complete = np.isfinite(x).all(axis=1) & np.isfinite(y).all(axis=1) & (sxx > 0) & (syy > 0)
-            return np.where(complete, value, np.nan)
-        if kind == "volume_profile":
-            return self._volume_profile(feature)
-        if kind == "book_imbalance":
-            if book is None:
-                return nan
-            return (book.bid_size - book.ask_size) / (book.bid_size + book.ask_size)
-        if kind == "book_spread":
-            if book is None:
-                return nan
-            return (book.best_ask - book.best_bid) / ((book.best_ask + book.best_bid) / 2.0)
-        raise ConfigError(f"feature {feature.name!r}: indicator {kind!r} has no online implementation")
+            for row, output in outputs:
+                if output == "pivot":
+                    work[row] = pivot
+                elif output == "resistance":
+                    np.subtract(2.0 * pivot, lowest, out=work[row])
+                else:
+                    np.subtract(2.0 * pivot, highest, out=work[row])
+        for profile in self._profiles:
+            values = self._volume_profile(profile, end)
+            for row, output in profile.rows:
+                work[row] = values[output]
 
-    def _volume_profile(self, feature: Feature) -> FloatArray:
-        period, bins = feature.int_param("period"), feature.int_param("bins")
-        key = (period, bins, feature.float_param("value_area"))
-        if key not in self._profiles:
-            self._profiles[key] = volume_profiles(
-                self._window("high", period), self._window("low", period), self._window("close", period),
-                self._window("volume", period), bins, feature.float_param("value_area"),
-            )
-        value = self._profiles[key][str(feature.param("output"))]
-        return np.where(self._ready(period), value, np.nan)
+    def _volume_profile(self, profile: _Profile, end: int) -> dict[str, FloatArray]:
+        """`volume_profiles` over the ring windows, with the per-bar typical price and NaN-free volume
+        kept in the ring and the bin sums from one `bincount` (the same sequential, oldest-first sums
+        as `np.add.at`)."""
+        buffer, period, bins = self._buffer, profile.period, profile.bins
+        start = end - period
+        lowest = buffer[LOW, :, start:end].min(axis=1)
+        highest = buffer[HIGH, :, start:end].max(axis=1)
+        total = buffer[VOLUME, :, start:end].sum(axis=1)
+        span = highest - lowest
+        index = buffer[TYPICAL, :, start:end] - lowest[:, None]
+        index /= span[:, None]
+        index *= bins
+        np.floor(index, out=index)
+        # fmax/fmin: clip to the bins and send NaN (an incomplete window) to bin 0, like the reference.
+        np.fmax(index, 0.0, out=index)
+        np.fmin(index, bins - 1, out=index)
+        index += self._profile_offsets[bins]
+        filled = np.bincount(index.astype(np.intp).ravel(), buffer[VOLUME_FILLED, :, start:end].ravel(),
+                             minlength=self.size * bins).reshape(self.size, bins)
+        order = np.argsort(-filled, axis=1, kind="stable")
+        covered = np.cumsum(np.take_along_axis(filled, order, axis=1), axis=1)
+        last_taken = np.argmax(covered >= (profile.value_area * total)[:, None], axis=1)
+        taken = self._bin_range(bins) <= last_taken[:, None]
+        first = np.where(taken, order, bins).min(axis=1)
+        last = np.where(taken, order, -1).max(axis=1)
+        width = span / bins
+        base = np.where((highest > lowest) & (total > 0.0), lowest, np.nan)
+        return {"poc": base + (order[:, 0] + 0.5) * width, "va_low": base + first * width,
+                "va_high": base + (last + 1) * width}
+
+    @staticmethod
+    def _bin_range(bins: int) -> IntArray:
+        return np.arange(bins)[None, :]
 
     # -- state ----------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, npt.NDArray[np.generic]]:
-        """Every array the engine needs to resume, by name (np.savez-friendly)."""
+        """Every array the engine needs to resume, by name (np.savez-friendly); buffers oldest first."""
         arrays: dict[str, npt.NDArray[np.generic]] = {
             "bar_count": self.bar_count.copy(), "last_bar_at": self.last_bar_at.copy(),
             "spec_hash": np.array(self.spec.spec_hash()), "keys": np.array(self.keys),
         }
-        arrays.update({f"buffer.{name}": buffer.copy() for name, buffer in self.buffers.items()})
-        for key, recursive in self.recursive.items():
-            arrays[f"recursive.{key}.count"] = recursive.count.copy()
-            arrays[f"recursive.{key}.value"] = recursive.value.copy()
+        end = self._head + self.ring + 1
+        for series, name in enumerate(SERIES):
+            arrays[f"buffer.{name}"] = self._buffer[series, :, end - self.window:end].copy()
+        for key, (bank, position) in self._bank_rows.items():
+            arrays[f"recursive.{key}.count"] = bank.count[position].copy()
+            arrays[f"recursive.{key}.value"] = bank.value[position].copy()
         for key, mtf in self.multi_timeframe.items():
             arrays.update({f"mtf.{key}.{name}": value for name, value in mtf.state().items()})
         return arrays
@@ -311,19 +585,31 @@ class OnlineFeatureEngine:
             raise ConfigError(f"state keys={list(arrays['keys'])} differ from the engine's {list(self.keys)}")
         self.bar_count = np.asarray(arrays["bar_count"], dtype=np.int64).copy()
         self.last_bar_at = np.asarray(arrays["last_bar_at"], dtype=np.int64).copy()
-        for name in self.buffers:
-            self.buffers[name] = np.asarray(arrays[f"buffer.{name}"], dtype=np.float64).copy()
-        for key, recursive in self.recursive.items():
-            recursive.count = np.asarray(arrays[f"recursive.{key}.count"], dtype=np.int64).copy()
-            recursive.value = np.asarray(arrays[f"recursive.{key}.value"], dtype=np.float64).copy()
+        self._last_max = int(self.last_bar_at.max()) if self.size else int(np.iinfo(np.int64).min)
+        ring, window = self.ring, self.window
+        buffer = np.full((8, self.size, 2 * ring), np.nan)
+        for series, name in enumerate(SERIES):
+            values = np.asarray(arrays[f"buffer.{name}"], dtype=np.float64)
+            buffer[series, :, ring - window:ring] = values
+            buffer[series, :, 2 * ring - window:] = values
+        buffer[TYPICAL] = (buffer[HIGH] + buffer[LOW] + buffer[CLOSE]) / 3.0
+        buffer[VOLUME_FILLED] = np.nan_to_num(buffer[VOLUME])
+        self._buffer, self._head = buffer, ring - 1
+        for key, (bank, position) in self._bank_rows.items():
+            bank.count[position] = np.asarray(arrays[f"recursive.{key}.count"], dtype=np.int64)
+            bank.value[position] = np.asarray(arrays[f"recursive.{key}.value"], dtype=np.float64)
+        for bank in (self._ema_bank, self._wilder_bank, self._signal_bank):
+            bank.refresh()
         for key, mtf in self.multi_timeframe.items():
             mtf.load_state({name.split(".", 2)[2]: value for name, value in arrays.items()
                             if name.startswith(f"mtf.{key}.")})
+        self._all_ready = False
 
 
 class _MultiTimeframe:
     """Wilder RSI on completed coarser bars: a coarse bar is fed once a row closes at or after its end,
-    or once a row from a later coarse bucket arrives (the same as-of rule as the dbt model)."""
+    or once a row from a later coarse bucket arrives (the same as-of rule as the dbt model). While every
+    instrument shares the bucket (the usual case: one scalar stamp per step) the bookkeeping is scalar."""
 
     def __init__(self, size: int, bucket_ns: int, period: int, *, active: bool) -> None:
         self.bucket_ns = bucket_ns
@@ -332,50 +618,92 @@ class _MultiTimeframe:
         self.bucket_close = np.full(size, np.nan)
         self.pending = np.zeros(size, dtype=bool)
         self.previous_close = np.full(size, np.nan)
-        self.gain = _Recursive(size, period, wilder=True)
-        self.loss = _Recursive(size, period, wilder=True)
+        self.bank = _Bank(size, [period, period], wilder=True)  # rows: gain, loss
+        self.changes = np.zeros((2, size))
+        self.everyone = np.ones(size, dtype=bool)
+        self.uniform = False
+        self.value = np.full(size, np.nan)
+        self.refresh()
 
-    def _feed(self, mask: npt.NDArray[np.bool_]) -> None:
+    def refresh(self) -> None:
+        size = self.bucket.shape[0]
+        self.uniform = size > 0 and bool((self.bucket == self.bucket[0]).all()) \
+            and bool((self.pending == self.pending[0]).all())
+        self.bank.refresh()
+        self._output()
+
+    def _output(self) -> None:
+        if not self.active:
+            self.value = np.full(self.bucket.shape, np.nan)
+            return
+        rates = self.bank.output()
+        _rsi(rates[0], rates[1], self.value)
+
+    def _feed(self, mask: BoolArray, all_bars: bool) -> None:
         change = self.bucket_close - self.previous_close
-        self.gain.update(np.maximum(change, 0.0), mask)
-        self.loss.update(np.maximum(-change, 0.0), mask)
-        self.previous_close = np.where(mask, self.bucket_close, self.previous_close)
-        self.pending &= ~mask
+        np.maximum(change, 0.0, out=self.changes[0])
+        np.maximum(-change, 0.0, out=self.changes[1])
+        self.bank.update(self.changes, mask, all_bars, finite=False)
+        if all_bars:
+            self.previous_close[:] = self.bucket_close
+            self.pending.fill(False)
+        else:
+            self.previous_close = np.where(mask, self.bucket_close, self.previous_close)
+            self.pending &= ~mask
+        self._output()
 
-    def update(self, stamps: npt.NDArray[np.int64], close: FloatArray, has_bar: npt.NDArray[np.bool_],
+    def update(self, stamp: int | None, stamps: IntArray, close: FloatArray, has_bar: BoolArray, all_bars: bool,
                timeframe_ns: int) -> None:
         if not self.active:
             return
-        bucket = stamps - np.mod(stamps, self.bucket_ns)
-        self._feed(has_bar & self.pending & (bucket != self.bucket))
-        self.bucket = np.where(has_bar, bucket, self.bucket)
+        if stamp is not None and all_bars and self.uniform:
+            bucket = stamp - stamp % self.bucket_ns
+            if self.pending[0] and bucket != self.bucket[0]:
+                self._feed(self.everyone, True)
+            self.bucket.fill(bucket)
+            self.bucket_close[:] = close
+            self.pending.fill(True)
+            if stamp + timeframe_ns >= bucket + self.bucket_ns:
+                self._feed(self.everyone, True)
+            return
+        buckets = stamps - np.mod(stamps, self.bucket_ns)
+        first = has_bar & self.pending & (buckets != self.bucket)
+        if first.any():
+            self._feed(first, False)
+        self.bucket = np.where(has_bar, buckets, self.bucket)
         self.bucket_close = np.where(has_bar, close, self.bucket_close)
         self.pending |= has_bar
-        self._feed(has_bar & (stamps + timeframe_ns >= bucket + self.bucket_ns))
+        second = has_bar & (stamps + timeframe_ns >= buckets + self.bucket_ns)
+        if second.any():
+            self._feed(second, False)
+        self.refresh()
 
     def output(self) -> FloatArray:
-        if not self.active:
-            return np.full(self.bucket.shape, np.nan)
-        gain, loss = self.gain.output(), self.loss.output()
-        total = gain + loss
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(total != 0.0, 100.0 * (gain / total), np.where(np.isfinite(total), 0.0, np.nan))
+        return self.value
 
     def state(self) -> dict[str, npt.NDArray[np.generic]]:
+        bank = self.bank
         return {"bucket": self.bucket.copy(), "bucket_close": self.bucket_close.copy(),
                 "pending": self.pending.copy(), "previous_close": self.previous_close.copy(),
-                "gain.count": self.gain.count.copy(), "gain.value": self.gain.value.copy(),
-                "loss.count": self.loss.count.copy(), "loss.value": self.loss.value.copy()}
+                "gain.count": bank.count[0].copy(), "gain.value": bank.value[0].copy(),
+                "loss.count": bank.count[1].copy(), "loss.value": bank.value[1].copy()}
 
     def load_state(self, arrays: Mapping[str, npt.NDArray[np.generic]]) -> None:
         self.bucket = np.asarray(arrays["bucket"], dtype=np.int64).copy()
         self.bucket_close = np.asarray(arrays["bucket_close"], dtype=np.float64).copy()
         self.pending = np.asarray(arrays["pending"], dtype=bool).copy()
         self.previous_close = np.asarray(arrays["previous_close"], dtype=np.float64).copy()
-        self.gain.count = np.asarray(arrays["gain.count"], dtype=np.int64).copy()
-        self.gain.value = np.asarray(arrays["gain.value"], dtype=np.float64).copy()
-        self.loss.count = np.asarray(arrays["loss.count"], dtype=np.int64).copy()
-        self.loss.value = np.asarray(arrays["loss.value"], dtype=np.float64).copy()
+        self.bank.count = np.stack([np.asarray(arrays["gain.count"], dtype=np.int64),
+                                    np.asarray(arrays["loss.count"], dtype=np.int64)])
+        self.bank.value = np.stack([np.asarray(arrays["gain.value"], dtype=np.float64),
+                                    np.asarray(arrays["loss.value"], dtype=np.float64)])
+        self.refresh()
+
+
+_ONLINE = frozenset({
+    "return", "log_return", "sma", "ema", "rsi_wilder", "macd", "bollinger", "atr_wilder", "realised_vol",
+    "volume_zscore", "volume_profile", "pivots", "correlation", "book_imbalance", "book_spread",
+})
 
 
 def volume_profile(high: FloatArray, low: FloatArray, close: FloatArray, volume: FloatArray, bins: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradeloom.errors import ConfigError
@@ -26,6 +28,13 @@ class ModelCard(BaseModel):
     temperature: float = Field(default=1.0, gt=0.0)
     input_name: str = "features"
     output_name: str = "probabilities"
+    # What the output means: class probabilities (down, flat, up) for direction models, or a target position
+    # as a fraction of equity for sizing policies, whose last inputs are portfolio state the executor computes.
+    output_kind: Literal["probabilities", "target_weight"] = "probabilities"
+    state_feature_names: tuple[str, ...] = ()
+    action_levels: tuple[float, ...] = ()  # a discrete policy's target weights (empty when continuous)
+    max_weight: float = Field(default=1.0, gt=0.0)
+    allow_short: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -108,8 +108,36 @@ class Ensemble(Frozen):
 
 
 class Costs(Frozen):
-    # Charged on each unit of position change (both sides of a flip count).
-    cost_bps: float = Field(default=5.0, ge=0.0)
+    """What each fill pays in the engine's backtest: a named engine cost preset, or `cost_bps` of the traded
+    value as commission on every fill (so a round trip pays it twice)."""
+
+    cost_bps: float = Field(default=5.0, ge=0.0, lt=1000.0)
+    # A `tradeloom.engine.cost_preset` name (e.g. us_equity_retail, nse_equity_delivery); wins over cost_bps.
+    preset: str | None = None
+
+
+class Trading(Frozen):
+    """How out-of-sample probabilities are traded through the engine, models and baselines alike.
+
+    The defaults compare signals rather than risk overlays: long while p(up) > p(down), flat otherwise,
+    one position of `position_fraction` of equity, no stops and no halting rules (each would cut every
+    strategy's curve differently and hide what the signal did)."""
+
+    enter_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    exit_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    allow_short: bool = False
+    position_fraction: float = Field(default=0.95, gt=0.0, le=1.0)
+    stop_loss_pct: float | None = Field(default=None, gt=0.0, lt=1.0)
+    cash: float = Field(default=100_000.0, gt=0.0)
+    # The SMA-cross baseline: long while the fast SMA is above the slow one.
+    sma_fast: int = Field(default=10, ge=1)
+    sma_slow: int = Field(default=50, ge=2)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> Trading:
+        if self.sma_fast >= self.sma_slow:
+            raise ValueError(f"sma_fast {self.sma_fast} must be shorter than sma_slow {self.sma_slow}")
+        return self
 
 
 class GateConfig(Frozen):
@@ -136,6 +164,7 @@ class TrainConfig(Frozen):
     transformer: SequenceParams = SequenceParams(hidden=16, epochs=20)
     ensemble: Ensemble | None = None
     costs: Costs = Costs()
+    trading: Trading = Trading()
     gate: GateConfig = GateConfig()
     # Bars per year, for annualising Sharpe (252 daily bars; ~6000 hourly FX bars).
     periods_per_year: int = Field(default=252, ge=1)

@@ -1,7 +1,10 @@
-"""After-cost trading metrics of argmax signals and of the baselines (buy-and-hold, SMA cross).
+"""Trading metrics of the out-of-sample signals, and the engine configuration they are traded with.
 
-A simple vectorised stand-in for the engine's walk-forward backtest: a position decided at bar t's close
-earns the log return from t to t+1, and every unit of position change pays `cost_bps`.
+Training reports the engine's walk-forward backtest (`pipelines.train_engine`, through
+`pipelines.backtest.run_backtest`); `engine_configs` maps the training config's costs and trading section
+onto the engine's `EngineConfig` / `BrokerConfig`. The vectorised helpers below (a position decided at bar
+t's close earns the log return from t to t+1, every unit of position change pays `cost_bps`) stay as a
+quick cross-check and for the research notebooks; they are not what runs are tagged with.
 """
 
 from __future__ import annotations
@@ -10,7 +13,19 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
+from tradeloom.engine.config import (
+    BrokerConfig,
+    CostConfig,
+    EngineConfig,
+    RiskConfig,
+    SignalConfig,
+    SizingConfig,
+    StopConfig,
+    cost_preset,
+)
+from tradeloom.engine.metrics import Metrics
 from tradeloom.errors import ConfigError
+from tradeloom.models.config import Costs, Trading
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -22,6 +37,39 @@ class TradingMetrics(BaseModel):
     max_drawdown: float
     turnover: float
     exposure: float
+    trades: int = 0
+    costs_paid: float = 0.0
+
+    @classmethod
+    def from_engine(cls, metrics: Metrics) -> TradingMetrics:
+        """The engine's metrics: turnover is traded notional over average equity per year, exposure the
+        fraction of bars holding a position, costs in account currency."""
+        return cls(sharpe=metrics.sharpe, total_return=metrics.total_return, max_drawdown=metrics.max_drawdown,
+                   turnover=metrics.turnover, exposure=metrics.exposure, trades=metrics.trades,
+                   costs_paid=metrics.costs_paid)
+
+
+def cost_config(costs: Costs) -> CostConfig:
+    """The engine cost model for a training config: its preset, else `cost_bps` commission per fill."""
+    if costs.preset is not None:
+        return cost_preset(costs.preset)
+    return CostConfig(name=f"commission_{costs.cost_bps:g}bps", commission_rate=costs.cost_bps / 10_000.0)
+
+
+def engine_configs(strategy: str, costs: Costs, trading: Trading) -> tuple[EngineConfig, BrokerConfig]:
+    """Engine and simulated-broker configs that trade (down, flat, up) probabilities as `trading` says."""
+    engine = EngineConfig(
+        strategy=strategy,
+        signal=SignalConfig(enter_threshold=trading.enter_threshold, exit_threshold=trading.exit_threshold,
+                            allow_short=trading.allow_short),
+        stops=StopConfig(stop_loss_pct=trading.stop_loss_pct),
+        sizing=SizingConfig(method="fixed_notional", notional_fraction=trading.position_fraction),
+        risk=RiskConfig(max_position_fraction=1.0, max_gross_exposure=1.0, max_net_exposure=1.0, max_positions=1,
+                        daily_loss_limit=None, max_drawdown=None),
+    )
+    # A gap up between the decision and the next open must shrink the order, not cancel the trade.
+    broker = BrokerConfig(costs=cost_config(costs), insufficient_cash="reduce", allow_short=trading.allow_short)
+    return engine, broker
 
 
 def positions_from_probabilities(p: FloatArray, min_confidence: float = 0.0) -> FloatArray:

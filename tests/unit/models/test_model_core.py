@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from tests.unit.models.planted import planted_data, small_config
 from tradeloom.errors import ConfigError
 from tradeloom.models.calibration import apply_temperature, fit_temperature
-from tradeloom.models.compatibility import ModelCard, ModelRefusedError, check_compatible, check_signature
+from tradeloom.models.compatibility import (
+    ModelCard,
+    ModelRefusedError,
+    check_compatible,
+    check_signature,
+    parse_card,
+)
 from tradeloom.models.config import GateConfig
 from tradeloom.models.folds import plan_folds
 from tradeloom.models.gate import CandidateSummary, decide
@@ -188,3 +196,14 @@ def test_check_signature_wrong_window_refused() -> None:
     check_signature(CARD, (None, 4, 2))
     with pytest.raises(ModelRefusedError, match="ONNX input shape"):
         check_signature(CARD, (None, 5, 2))
+
+
+def test_parse_card_sizing_policy_fields_round_trip_and_direction_defaults() -> None:
+    policy = ModelCard(name="p", kind="rl_dqn", feature_names=("a", "w"), feature_spec_hash="h1", window=1,
+                       output_name="target_weight", output_kind="target_weight", state_feature_names=("w",),
+                       action_levels=(0.0, 0.5, 1.0), max_weight=0.8)
+    loaded = parse_card(json.loads(policy.model_dump_json()))
+    assert loaded == policy and loaded.output_kind == "target_weight" and loaded.action_levels == (0.0, 0.5, 1.0)
+    assert CARD.output_kind == "probabilities" and CARD.state_feature_names == () and not CARD.allow_short
+    with pytest.raises(ModelRefusedError, match="output_kind"):
+        parse_card({**json.loads(CARD.model_dump_json()), "output_kind": "scores"})

@@ -56,3 +56,14 @@ def test_policy_onnx_matches_environment_actions(kind: str) -> None:
     with torch.no_grad():
         torch_out = module(torch.from_numpy(np.stack(raw_rows))).numpy()
     np.testing.assert_allclose(onnx_out, torch_out, atol=1e-6)
+
+
+def test_policy_card_is_core_model_card_with_target_weight_output() -> None:
+    from pipelines.rl.export import policy_card
+    from tradeloom.models.compatibility import ModelCard, parse_card
+
+    card = policy_card(name="rl", agent="dqn", feature_names=("f", "w", "d"), spec_hash="h",
+                       state_feature_names=("w", "d"), action_levels=(0.0, 1.0), max_weight=0.5, allow_short=False)
+    assert type(card) is ModelCard
+    assert (card.kind, card.output_name, card.output_kind, card.window) == ("rl_dqn", OUTPUT_NAME, "target_weight", 1)
+    assert parse_card(card.model_dump(mode="json")) == card

@@ -140,6 +140,14 @@ class _Profile:
     bins: int
     value_area: float
     rows: list[tuple[int, str]] = field(default_factory=list)
+    offsets: FloatArray = field(default_factory=lambda: np.zeros(0))  # instrument * bins
+    row_starts: IntArray = field(default_factory=lambda: np.zeros((0, 1), dtype=np.int64))
+    bin_range: IntArray = field(default_factory=lambda: np.zeros((1, 0), dtype=np.int64))
+
+    def prepare(self, size: int) -> None:
+        self.offsets = np.arange(size, dtype=np.float64) * self.bins
+        self.row_starts = (np.arange(size, dtype=np.int64) * self.bins)[:, None]
+        self.bin_range = np.arange(self.bins, dtype=np.int64)[None, :]
 
 
 class OnlineFeatureEngine:
@@ -160,19 +168,25 @@ class OnlineFeatureEngine:
                 if any(name == key for name, _ in feature.params):
                     windows.append(feature.int_param(key) + 1)
         self.window = max(windows)
-        self.ring = max(self.window, 2)
         self.bar_count = np.zeros(size, dtype=np.int64)
         self.last_bar_at = np.full(size, np.iinfo(np.int64).min, dtype=np.int64)
         self._last_max = int(np.iinfo(np.int64).min)
-        self._buffer = np.full((8, size, 2 * self.ring), np.nan)
-        self._head = self.ring - 1
-        self.reference_index = np.full(size, size, dtype=np.int64)  # `size` points at a NaN slot
+        # Time-major (series, time, instrument): a step writes one contiguous row and the last n values
+        # of a series are one contiguous block. The buffer holds `_SLACK` steps beyond the window; when
+        # it is full the last `window` rows move to the front (one copy every `_SLACK` steps).
+        self._rows = self.window + _SLACK
+        self._buffer = np.full((8, self._rows, size), np.nan)
+        self._position = self.window - 1
+        self.reference_index = np.zeros(size, dtype=np.int64)
         index = {key: position for position, key in enumerate(self.keys)}
+        unlinked = []
         for position, key in enumerate(self.keys):
             reference = spec.reference_for(key.split(":", 1)[0])
             if reference is not None and reference in index:
                 self.reference_index[position] = index[reference]
-        self._log_return = np.full(size + 1, np.nan)
+            else:
+                unlinked.append(position)
+        self._unlinked = np.array(unlinked, dtype=np.int64) if unlinked else None
         self._compile()
 
     # -- construction: the feature plan ---------------------------------------------------------------
@@ -197,6 +211,8 @@ class OnlineFeatureEngine:
         row = {f.name: position for position, f in enumerate(ordered)}
         self._work = np.full((len(ordered), size), np.nan)
         self._order = np.array([row[name] for name in spec.names], dtype=np.int64)
+        self._permuted = bool((self._order != np.arange(len(self._order))).any())
+        self._everyone = np.ones(size, dtype=bool)
         ready = np.zeros(len(spec.names), dtype=np.int64)
         column = {name: position for position, name in enumerate(spec.names)}
 
@@ -210,8 +226,9 @@ class OnlineFeatureEngine:
         simple = [f for f in returns if f.indicator == "return"]
         logs = [f for f in returns if f.indicator == "log_return"]
         self._return_rows = (0, len(simple), len(simple) + len(logs))
-        self._simple_lags = np.array([lag_position[f.int_param("lag")] for f in simple], dtype=np.int64)
-        self._log_lags = np.array([lag_position[f.int_param("lag")] for f in logs], dtype=np.int64)
+        self._lag_rows = np.array([-1 - lag for lag in self._lags], dtype=np.int64)
+        self._simple_lags = self._selection([lag_position[f.int_param("lag")] for f in simple])
+        self._log_lags = self._selection([lag_position[f.int_param("lag")] for f in logs])
         for feature in returns:
             needs(feature, feature.int_param("lag") + 1)
         self._infinite_rows = (len(returns), len(returns) + sum(f.indicator in ("bollinger", "volume_zscore")
@@ -313,8 +330,18 @@ class OnlineFeatureEngine:
         self._ready = ready
         self._ready_max = int(ready.max()) if len(ready) else 0
         self._all_ready = False
-        self._profile_offsets = {profile.bins: (np.arange(size, dtype=np.float64) * profile.bins)[:, None]
-                                 for profile in self._profiles}
+        for profile in self._profiles:
+            profile.prepare(size)
+        # Recursion outputs as bank rows, resolved once.
+        rows = self._bank_rows
+        self._rsi_rows = [(at, rows[f"gain_{period}"][1], rows[f"loss_{period}"][1]) for at, period in self._rsi]
+        self._atr_rows = [(at, rows[key][1]) for at, key in self._atr]
+        self._ema_rows = [(at, rows[key][1]) for at, key in self._ema]
+        self._macd_rows = [(at, self._ema_position[fast], self._ema_position[slow],
+                            self._signal_keys.index((fast, slow, signal)), output)
+                           for at, (fast, slow, signal), output in self._macd]
+        self._signal_sources = [(self._ema_position[fast], self._ema_position[slow])
+                                for fast, slow, _ in self._signal_keys]
         self._stats_index: list[tuple[_Stats, slice | IntArray, dict[int, int]]] = []
         for group in self._stats:
             first = group.series[0]
@@ -323,12 +350,12 @@ class OnlineFeatureEngine:
                 else np.array(group.series, dtype=np.int64)
             self._stats_index.append((group, group_index, {s: i for i, s in enumerate(group.series)}))
 
-    # -- stepping -------------------------------------------------------------------------------------
+    @staticmethod
+    def _selection(positions: list[int]) -> IntArray | None:
+        """Rows to pick, or None when they are all rows in order (no gather needed)."""
+        return None if positions == list(range(len(positions))) else np.array(positions, dtype=np.int64)
 
-    def _windows(self, series: int | slice | IntArray, length: int) -> FloatArray:
-        """The last `length` values (oldest first) as a view of the ring buffer."""
-        end = self._head + self.ring + 1
-        return self._buffer[series, :, end - length:end]
+    # -- stepping -------------------------------------------------------------------------------------
 
     def step(
         self, bar_at_ns: int | npt.NDArray[np.int64], open_: FloatArray, high: FloatArray, low: FloatArray,
@@ -337,8 +364,10 @@ class OnlineFeatureEngine:
         """Advance by one closed bar per instrument (NaN close = no bar) and return the features as an
         array (instruments x features) in `spec.names` order; rows without a bar are NaN."""
         close = np.asarray(close, dtype=np.float64)
-        has_bar = np.isfinite(close)
-        all_bars = bool(has_bar.all())
+        total = float(np.add.reduce(close))
+        all_bars = math.isfinite(total)  # a finite sum: every instrument has a bar
+        has_bar = self._everyone if all_bars else np.isfinite(close)
+        all_bars = all_bars or bool(has_bar.all())
         stamp: int | None = None
         if isinstance(bar_at_ns, (int, np.integer)) and not isinstance(bar_at_ns, bool):
             stamp = int(bar_at_ns)
@@ -354,45 +383,47 @@ class OnlineFeatureEngine:
                 self._stamp_error(stamps, has_bar)
             self.last_bar_at = np.where(has_bar, stamps, self.last_bar_at)
             self._last_max = int(self.last_bar_at.max()) if self.size else self._last_max
-        ring, buffer = self.ring, self._buffer
-        head = self._head
-        previous_close = buffer[CLOSE, :, head + ring]
-        missing = None if all_bars else ~has_bar
-        if missing is not None:
-            kept = buffer[:, missing, head + 1:head + ring + 1].copy()
-        head = (head + 1) % ring
-        self._head = head
-        at = buffer[:, :, head]
-        log_return = self._log_return
+        buffer, window = self._buffer, self.window
+        position = self._position + 1
+        if position == self._rows:
+            buffer[:, :window] = buffer[:, position - window:]
+            position = window
+        self._position = position
+        previous_close = buffer[CLOSE, position - 1]
+        at = buffer[:, position]
         with np.errstate(divide="ignore", invalid="ignore"):
-            np.divide(close, previous_close, out=at[LOG_RETURN])
-            np.log(at[LOG_RETURN], out=log_return[:-1])
-        at[LOG_RETURN] = log_return[:-1]
-        np.take(log_return, self.reference_index, out=at[REFERENCE])
-        at[CLOSE] = close
-        at[HIGH] = high
-        at[LOW] = low
-        at[VOLUME] = volume
-        typical = at[TYPICAL]
-        np.add(at[HIGH], at[LOW], out=typical)
-        typical += close
-        typical /= 3.0
-        at[VOLUME_FILLED] = np.nan_to_num(at[VOLUME])
-        if missing is not None:
-            doubled = np.concatenate([kept, kept], axis=-1)
-            buffer[:, missing, :] = np.roll(doubled, head + 1, axis=-1)
-            buffer[:, :, head + ring] = buffer[:, :, head]
-            self.bar_count += has_bar
-        else:
-            buffer[:, :, head + ring] = at
-            self.bar_count += 1
-        work = self._work
-        with np.errstate(divide="ignore", invalid="ignore"):
-            self._recursions(close, high, low, previous_close, has_bar, all_bars, work)
+            log_return = at[LOG_RETURN]
+            np.divide(close, previous_close, out=log_return)
+            np.log(log_return, out=log_return)
+            np.take(log_return, self.reference_index, out=at[REFERENCE])
+            if self._unlinked is not None:
+                at[REFERENCE][self._unlinked] = np.nan
+            at[CLOSE] = close
+            at[HIGH] = high
+            at[LOW] = low
+            at[VOLUME] = volume
+            typical = at[TYPICAL]
+            np.add(at[HIGH], at[LOW], out=typical)
+            typical += close
+            typical /= 3.0
+            filled = at[VOLUME_FILLED]
+            filled[:] = at[VOLUME]
+            if not math.isfinite(float(np.add.reduce(filled))):
+                np.nan_to_num(filled, copy=False)
+            if all_bars:
+                self.bar_count += 1
+                missing = None
+            else:
+                missing = ~has_bar
+                # Instruments without a bar keep their window: move it one row forward with the rest.
+                buffer[:, position - window + 1:position + 1, missing] = buffer[:, position - window:position, missing]
+                self.bar_count += has_bar
+            work = self._work
+            self._recursions(close, at[HIGH], at[LOW], previous_close, has_bar, all_bars, work)
             for row, mtf in self._mtf_rows:
                 mtf.update(stamp, stamps, close, has_bar, all_bars, self.timeframe_ns)
                 work[row] = mtf.value
-            self._window_features(close, volume, work)
+            self._window_features(close, at[VOLUME], work)
             for row, kind in self._book:
                 if book is None:
                     work[row] = np.nan
@@ -400,7 +431,7 @@ class OnlineFeatureEngine:
                     work[row] = (book.bid_size - book.ask_size) / (book.bid_size + book.ask_size)
                 else:
                     work[row] = (book.best_ask - book.best_bid) / ((book.best_ask + book.best_bid) / 2.0)
-        out = np.take(work.T, self._order, axis=1)
+        out = work.T[:, self._order] if self._permuted else work.T.copy()
         if not self._all_ready:
             self._all_ready = bool(self.bar_count.min(initial=self._ready_max) >= self._ready_max)
             if not self._all_ready:
@@ -418,89 +449,92 @@ class OnlineFeatureEngine:
     def _recursions(self, close: FloatArray, high: FloatArray, low: FloatArray, previous_close: FloatArray,
                     has_bar: BoolArray, all_bars: bool, work: FloatArray) -> None:
         if self._ema_periods:
-            self._ema_bank.update(close[None, :], has_bar, all_bars, finite=True)
+            self._ema_bank.update(close, has_bar, all_bars, finite=True)
         if self._wilder_sources:
-            sources: dict[str, FloatArray] = {}
             change = close - previous_close
+            inputs = self._wilder_input
+            done: dict[str, int] = {}
             for position, source in enumerate(self._wilder_sources):
-                target = self._wilder_input[position]
-                if source in sources:
-                    target[:] = sources[source]
+                target = inputs[position]
+                if source in done:
+                    target[:] = inputs[done[source]]
                 elif source == "gain":
                     np.maximum(change, 0.0, out=target)
                 elif source == "loss":
-                    np.maximum(-change, 0.0, out=target)
+                    np.negative(change, out=target)
+                    np.maximum(target, 0.0, out=target)
                 else:
-                    np.maximum(high - low, np.maximum(np.abs(high - previous_close), np.abs(low - previous_close)),
-                               out=target)
-                sources[source] = target
-            self._wilder_bank.update(self._wilder_input, has_bar, all_bars, finite=False)
+                    np.subtract(high, previous_close, out=target)
+                    np.abs(target, out=target)
+                    np.maximum(np.abs(low - previous_close), target, out=target)
+                    np.maximum(high - low, target, out=target)
+                done[source] = position
+            self._wilder_bank.update(inputs, has_bar, all_bars, finite=False)
         emas = self._ema_bank.output()
-        ema = self._ema_position
         if self._signal_keys:
-            for position, (fast, slow, _) in enumerate(self._signal_keys):
-                np.subtract(emas[ema[fast]], emas[ema[slow]], out=self._signal_input[position])
-            self._signal_bank.update(self._signal_input, has_bar, all_bars, finite=False)
-        for row, key in self._ema:
-            work[row] = emas[ema[int(key.removeprefix("ema_"))]]
+            lines = self._signal_input
+            for position, (fast, slow) in enumerate(self._signal_sources):
+                np.subtract(emas[fast], emas[slow], out=lines[position])
+            self._signal_bank.update(lines, has_bar, all_bars, finite=False)
+        for row, position in self._ema_rows:
+            work[row] = emas[position]
         if self._wilder_sources:
             means = self._wilder_bank.output()
-            rows = self._bank_rows
-            for row, period in self._rsi:
-                _rsi(means[rows[f"gain_{period}"][1]], means[rows[f"loss_{period}"][1]], work[row])
-            for row, key in self._atr:
-                work[row] = means[rows[key][1]]
-        if self._macd:
+            for row, gain, loss in self._rsi_rows:
+                _rsi(means[gain], means[loss], work[row])
+            for row, position in self._atr_rows:
+                work[row] = means[position]
+        if self._macd_rows:
             signals = self._signal_bank.output()
-            for row, (fast, slow, signal), output in self._macd:
-                line = emas[ema[fast]] - emas[ema[slow]]
+            for row, fast, slow, signal, output in self._macd_rows:
                 if output == "line":
-                    work[row] = line
+                    np.subtract(emas[fast], emas[slow], out=work[row])
+                elif output == "signal":
+                    work[row] = signals[signal]
                 else:
-                    signal_line = signals[self._signal_keys.index((fast, slow, signal))]
-                    if output == "signal":
-                        work[row] = signal_line
-                    else:
-                        np.subtract(line, signal_line, out=work[row])
+                    np.subtract(emas[fast] - emas[slow], signals[signal], out=work[row])
 
     def _window_features(self, close: FloatArray, volume: FloatArray, work: FloatArray) -> None:
-        buffer, end = self._buffer, self._head + self.ring + 1
-        lags = self._lags
-        if lags:
-            ratio = close / buffer[CLOSE][:, [end - 1 - lag for lag in lags]].T
+        buffer, end = self._buffer, self._position + 1
+        if self._lags:
+            ratio = close / buffer[CLOSE, self._lag_rows + end]
             start, middle, stop = self._return_rows
             if start < middle:
-                np.subtract(ratio[self._simple_lags], 1.0, out=work[start:middle])
+                np.subtract(ratio if self._simple_lags is None else ratio[self._simple_lags], 1.0,
+                            out=work[start:middle])
             if middle < stop:
-                np.log(ratio[self._log_lags], out=work[middle:stop])
+                np.log(ratio if self._log_lags is None else ratio[self._log_lags], out=work[middle:stop])
+        add = np.add.reduce
         for group, index, position in self._stats_index:
             period = group.period
-            windows = buffer[index, :, end - period:end]
-            mean = windows.mean(axis=-1)
-            centred = windows - mean[..., None]
+            windows = buffer[index, end - period:end]
+            mean = add(windows, axis=1)
+            mean /= period
+            centred = windows - mean[:, None, :]
             squares = centred * centred
-            sums = squares.sum(axis=-1)
-            deviation = np.sqrt(sums / period)
+            sums = add(squares, axis=1)
+            deviation = sums / period
+            np.sqrt(deviation, out=deviation)
             for row, series in group.sma:
                 work[row] = mean[position[series]]
             if group.bollinger:
                 middle_band, width_band = mean[position[CLOSE]], deviation[position[CLOSE]]
                 for row, width, output in group.bollinger:
-                    upper = middle_band + width * width_band
-                    lower = middle_band - width * width_band
+                    spread = width * width_band
                     if output == "upper":
-                        work[row] = upper
+                        np.add(middle_band, spread, out=work[row])
                     elif output == "lower":
-                        work[row] = lower
+                        np.subtract(middle_band, spread, out=work[row])
                     else:
-                        np.divide(close - lower, upper - lower, out=work[row])
+                        lower = middle_band - spread
+                        np.divide(close - lower, (middle_band + spread) - lower, out=work[row])
             for row in group.realised_vol:
                 work[row] = deviation[position[LOG_RETURN]]
             for row in group.volume_z:
                 np.divide(volume - mean[position[VOLUME]], deviation[position[VOLUME]], out=work[row])
             if group.correlation:
                 x, y = position[LOG_RETURN], position[REFERENCE]
-                covariance = (centred[x] * centred[y]).sum(axis=-1)
+                covariance = add(centred[x] * centred[y], axis=0)
                 value = covariance / np.sqrt(sums[x] * sums[y])
                 for row in group.correlation:
                     work[row] = value
@@ -509,9 +543,11 @@ class OnlineFeatureEngine:
             block = work[start:stop]
             block[np.isinf(block)] = np.nan  # a zero deviation reads as NULL, as in the SQL
         for period, outputs in self._pivots:
-            highest = buffer[HIGH, :, end - period:end].max(axis=1)
-            lowest = buffer[LOW, :, end - period:end].min(axis=1)
-            pivot = (highest + lowest + close) / 3.0
+            highest = np.maximum.reduce(buffer[HIGH, end - period:end], axis=0)
+            lowest = np.minimum.reduce(buffer[LOW, end - period:end], axis=0)
+            pivot = highest + lowest
+            pivot += close
+            pivot /= 3.0
             for row, output in outputs:
                 if output == "pivot":
                     work[row] = pivot
@@ -520,44 +556,47 @@ class OnlineFeatureEngine:
                 else:
                     np.subtract(2.0 * pivot, highest, out=work[row])
         for profile in self._profiles:
-            values = self._volume_profile(profile, end)
-            for row, output in profile.rows:
-                work[row] = values[output]
+            self._volume_profile(profile, end, work)
 
-    def _volume_profile(self, profile: _Profile, end: int) -> dict[str, FloatArray]:
-        """`volume_profiles` over the ring windows, with the per-bar typical price and NaN-free volume
-        kept in the ring and the bin sums from one `bincount` (the same sequential, oldest-first sums
-        as `np.add.at`)."""
-        buffer, period, bins = self._buffer, profile.period, profile.bins
+    def _volume_profile(self, profile: _Profile, end: int, work: FloatArray) -> None:
+        """`volume_profiles` over the buffer windows. The typical price and the NaN-free volume of each
+        bar are kept in the buffer, and one `bincount` over the time-major window sums each bin in
+        time order - the same sequential sums as `np.add.at` in the reference."""
+        buffer, period, bins, size = self._buffer, profile.period, profile.bins, self.size
         start = end - period
-        lowest = buffer[LOW, :, start:end].min(axis=1)
-        highest = buffer[HIGH, :, start:end].max(axis=1)
-        total = buffer[VOLUME, :, start:end].sum(axis=1)
+        lowest = np.minimum.reduce(buffer[LOW, start:end], axis=0)
+        highest = np.maximum.reduce(buffer[HIGH, start:end], axis=0)
+        total = np.add.reduce(buffer[VOLUME, start:end], axis=0)
         span = highest - lowest
-        index = buffer[TYPICAL, :, start:end] - lowest[:, None]
-        index /= span[:, None]
+        index = buffer[TYPICAL, start:end] - lowest
+        index /= span
         index *= bins
         np.floor(index, out=index)
         # fmax/fmin: clip to the bins and send NaN (an incomplete window) to bin 0, like the reference.
         np.fmax(index, 0.0, out=index)
         np.fmin(index, bins - 1, out=index)
-        index += self._profile_offsets[bins]
-        filled = np.bincount(index.astype(np.intp).ravel(), buffer[VOLUME_FILLED, :, start:end].ravel(),
-                             minlength=self.size * bins).reshape(self.size, bins)
+        index += profile.offsets
+        filled = np.bincount(index.astype(np.intp).ravel(), buffer[VOLUME_FILLED, start:end].ravel(),
+                             minlength=size * bins)
+        filled = filled.reshape(size, bins)
         order = np.argsort(-filled, axis=1, kind="stable")
-        covered = np.cumsum(np.take_along_axis(filled, order, axis=1), axis=1)
-        last_taken = np.argmax(covered >= (profile.value_area * total)[:, None], axis=1)
-        taken = self._bin_range(bins) <= last_taken[:, None]
+        covered = filled.ravel()[order + profile.row_starts]
+        np.cumsum(covered, axis=1, out=covered)
+        valid = (highest > lowest) & (total > 0.0)
+        total *= profile.value_area
+        last_taken = np.argmax(covered >= total[:, None], axis=1)
+        taken = profile.bin_range <= last_taken[:, None]
         first = np.where(taken, order, bins).min(axis=1)
         last = np.where(taken, order, -1).max(axis=1)
         width = span / bins
-        base = np.where((highest > lowest) & (total > 0.0), lowest, np.nan)
-        return {"poc": base + (order[:, 0] + 0.5) * width, "va_low": base + first * width,
-                "va_high": base + (last + 1) * width}
-
-    @staticmethod
-    def _bin_range(bins: int) -> IntArray:
-        return np.arange(bins)[None, :]
+        base = np.where(valid, lowest, np.nan)
+        for row, output in profile.rows:
+            if output == "poc":
+                np.add(base, (order[:, 0] + 0.5) * width, out=work[row])
+            elif output == "va_low":
+                np.add(base, first * width, out=work[row])
+            else:
+                np.add(base, (last + 1) * width, out=work[row])
 
     # -- state ----------------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from executor.service import ExecutorService
 from executor.settings import ExecutorSettings
 from pipelines.learners import fit_lightgbm
+from pipelines.shadow import compare_day
 from tests.integration.executor.conftest import DAY1, DAY2, KEYS
 from tradeloom.adapters.db import Database
 from tradeloom.adapters.pgcluster import LocalCluster
@@ -97,3 +98,7 @@ def test_champion_moves_mid_session_and_the_challenger_shadows_on_paper(
     with market.transaction() as conn, conn.cursor() as cur:
         cur.execute("select detail->>'from', detail->>'to' from executor_events where kind = 'model_switch'")
         assert cur.fetchall() == [("1", "2")]
+    report = {row.mode: row for row in compare_day(market, "hot", DAY2.date())}
+    assert set(report) == {"replay", "shadow"}
+    assert report["replay"].decisions == report["shadow"].decisions == len(live)
+    assert report["shadow"].model_version == "2"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -47,13 +48,13 @@ small = slice(0, 200)
 c = np.ascontiguousarray
 vbt.Portfolio.from_signals(c(price[small, :2]), c(entries[small, :2]), c(exits[small, :2]), size=%d, fees=%r,
                            init_cash=1e12).trades.values  # compile every kernel used below
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 pf = vbt.Portfolio.from_signals(price, entries, exits, size=%d, fees=%r, init_cash=1e12)
 records = pf.trades.values
-elapsed = time.perf_counter() - t
+elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
 closed = records[records["status"] == 1]
 np.savez(sys.argv[2], col=closed["col"], entry=closed["entry_idx"], exit=closed["exit_idx"])
-print(json.dumps({"seconds": elapsed, "vectorbt": vbt.__version__}))
+print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "vectorbt": vbt.__version__}))
 """ % (QUANTITY, COMMISSION, QUANTITY, COMMISSION)  # noqa: UP031 - a script template with braces
 
 
@@ -70,7 +71,8 @@ def make_data(instruments: int, days: int, seed: int) -> MarketData:
                       bars_per_year=252.0 * BARS_PER_DAY)
 
 
-def run_tradeloom(data: MarketData) -> tuple[float, set[tuple[int, int, int]]]:
+def run_tradeloom(data: MarketData) -> tuple[float, float, set[tuple[int, int, int]]]:
+    """(wall seconds, CPU seconds, trades as (column, entry row, exit row))."""
     config = EngineConfig(
         strategy="bench-sma", signal=SignalConfig(enter_threshold=0.5, exit_threshold=0.5),
         stops=StopConfig(stop_loss_pct=None),
@@ -79,17 +81,17 @@ def run_tradeloom(data: MarketData) -> tuple[float, set[tuple[int, int, int]]]:
         sizing=SizingConfig(method="fixed_quantity", quantity=QUANTITY),
     )
     broker = BrokerConfig(costs=CostConfig(commission_rate=COMMISSION))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     probabilities = sma_cross_probabilities(data.close, 10, 20)
     result = run_backtest(data, probabilities, engine_config=config, broker_config=broker, cash=1e12)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     row = {int(ns): i for i, ns in enumerate(data.bar_at_ns.tolist())}
     column = {key: i for i, key in enumerate(data.universe.keys)}
     trades = {(column[t.instrument_key], row[t.entry_at_ns], row[t.exit_at_ns]) for t in result.trades}
-    return elapsed, trades
+    return elapsed, cpu, trades
 
 
-def run_backtesting_py(data: MarketData, columns: list[int]) -> tuple[float, set[tuple[int, int, int]]]:
+def run_backtesting_py(data: MarketData, columns: list[int]) -> tuple[float, float, set[tuple[int, int, int]]]:
     """Same signal array as the others (so SMA rounding differences on tied prices cannot differ)."""
     import pandas as pd
     from backtesting import Backtest, Strategy
@@ -110,18 +112,19 @@ def run_backtesting_py(data: MarketData, columns: list[int]) -> tuple[float, set
 
     index = pd.DatetimeIndex(data.bar_at_ns)
     trades: set[tuple[int, int, int]] = set()
-    elapsed = 0.0
+    elapsed = cpu = 0.0
     for i in columns:
         frame = pd.DataFrame({"Open": data.open[:, i], "High": data.high[:, i], "Low": data.low[:, i],
                               "Close": data.close[:, i], "Volume": data.volume[:, i]}, index=index)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             stats = Backtest(frame, LongOnlySmaCross, cash=1e12, commission=COMMISSION).run(column=i)
         elapsed += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
         trades |= {(i, int(e), int(x)) for e, x in zip(stats._trades["EntryBar"], stats._trades["ExitBar"],
                                                          strict=True)}
-    return elapsed, trades
+    return elapsed, cpu, trades
 
 
 def ensure_vectorbt() -> str | None:
@@ -140,10 +143,10 @@ def ensure_vectorbt() -> str | None:
     return None
 
 
-def run_vectorbt(data: MarketData) -> tuple[float | None, set[tuple[int, int, int]] | None, str | None]:
+def run_vectorbt(data: MarketData) -> tuple[float | None, float | None, set[tuple[int, int, int]] | None, str | None]:
     reason = ensure_vectorbt()
     if reason is not None:
-        return None, None, reason
+        return None, None, None, reason
     work = ROOT / ".loom" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     direction = sma_cross_direction(data.close, 10, 20)
@@ -155,10 +158,10 @@ def run_vectorbt(data: MarketData) -> tuple[float | None, set[tuple[int, int, in
     run = subprocess.run([str(VENV / "bin" / "python"), "-c", VBT_SCRIPT, str(work / "vbt_in.npz"),
                           str(work / "vbt_out.npz")], capture_output=True, text=True, check=False)
     if run.returncode != 0:
-        return None, None, f"vectorbt run failed: {run.stderr.strip().splitlines()[-1:]}"
-    seconds = json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
+        return None, None, None, f"vectorbt run failed: {run.stderr.strip().splitlines()[-1:]}"
+    timing = json.loads(run.stdout.strip().splitlines()[-1])
     out = np.load(work / "vbt_out.npz")
-    return seconds, {(int(c), int(e), int(x)) for c, e, x in zip(out["col"], out["entry"], out["exit"],
+    return timing["seconds"], timing.get("cpu_seconds"), {(int(c), int(e), int(x)) for c, e, x in zip(out["col"], out["entry"], out["exit"],
                                                                 strict=True)}, None
 
 
@@ -171,11 +174,12 @@ def main() -> None:
                         help="run backtesting.py on this many instruments and scale its time (default: all)")
     args = parser.parse_args()
     data = make_data(args.instruments, args.days, args.seed)
-    tradeloom_s, ours = run_tradeloom(data)
+    tradeloom_s, tradeloom_cpu, ours = run_tradeloom(data)
     peer_columns = list(range(args.peer_instruments or args.instruments))
-    bt_s, bt_trades = run_backtesting_py(data, peer_columns)
+    bt_s, bt_cpu, bt_trades = run_backtesting_py(data, peer_columns)
     bt_total = bt_s * args.instruments / len(peer_columns)
-    vbt_s, vbt_trades, vbt_reason = run_vectorbt(data)
+    bt_cpu_total = bt_cpu * args.instruments / len(peer_columns)
+    vbt_s, vbt_cpu, vbt_trades, vbt_reason = run_vectorbt(data)
     ours_peer = {trade for trade in ours if trade[0] in set(peer_columns)}
     matches = ours_peer == bt_trades and (vbt_trades is None or vbt_trades == ours)
     line = {
@@ -186,6 +190,12 @@ def main() -> None:
         "trades_match": matches, "speedup_vs_backtesting_py": round(bt_total / tradeloom_s, 2),
         "ratio_to_vectorbt": None if vbt_s is None else round(tradeloom_s / vbt_s, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # CPU seconds: the ratios that survive a shared, loaded machine (wall time counts other processes).
+        "tradeloom_cpu_s": round(tradeloom_cpu, 2), "backtesting_py_cpu_s": round(bt_cpu_total, 2),
+        "vectorbt_cpu_s": None if vbt_cpu is None else round(vbt_cpu, 3),
+        "cpu_speedup_vs_backtesting_py": round(bt_cpu_total / tradeloom_cpu, 2),
+        "cpu_ratio_to_vectorbt": None if not vbt_cpu else round(tradeloom_cpu / vbt_cpu, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if vbt_reason is not None:
         line["vectorbt_reason"] = vbt_reason

@@ -6,6 +6,7 @@ journal and reconciled with the broker *before* the first new decision.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import signal
@@ -13,7 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from types import FrameType
@@ -209,8 +211,23 @@ class ExecutorService:
         return self.journal.db_healthy and not self.trader.kill_switch and not self.trader.entries_paused
 
     # -- start-up -------------------------------------------------------------------------------------------
+    def check_health_flag(self, today: date | None = None) -> None:
+        """Live trading starts only on a green premarket verdict for today's session (Asia/Kolkata)."""
+        path = self.settings.health_flag or self.settings.home / "health" / "premarket.json"
+        today = today or datetime.now(tz=ZoneInfo("Asia/Kolkata")).date()
+        try:
+            verdict = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"premarket health flag {path} unreadable ({error}): run the premarket DAG") from error
+        if verdict.get("status") != "green" or verdict.get("session_date") != today.isoformat():
+            failed = [name for name, check in (verdict.get("checks") or {}).items() if not check.get("ok")]
+            raise ConfigError(f"premarket health flag {path} is {verdict.get('status')!r} for "
+                              f"{verdict.get('session_date')!r} (today {today}); failed checks: {failed}")
+
     def start(self) -> dict[str, int]:
         """Journal spool applied, orders adopted and reconciled with the broker: before any decision."""
+        if self.settings.trading_mode is TradingMode.LIVE:
+            self.check_health_flag()
         orders, fill_ids = self.journal.load_orders()
         self.orders.adopt(orders, fill_ids)
         self.reconcile_report = self.orders.reconcile()

@@ -62,7 +62,8 @@ class ExecutorSettings(BaseSettings):
     kill_switch_file: Path | None = None
     kill_switch_flattens: bool = False  # on kill: cancel entries and flatten, or keep positions with their stops
     metrics_port: int | None = None  # Prometheus metrics on 127.0.0.1:<port>
-    health_flag: Path | None = None  # the premarket DAG's verdict; live trading refuses a red or missing flag
+    # The premarket DAG's verdict; live trading refuses to start on a red, stale or missing flag.
+    health_flag: Path | None = None  # default home/health/premarket.json
     # Broker connections (secrets are SecretStr inside; env: TRADELOOM_EXECUTOR_KITE__API_KEY=..., etc.).
     kite: KiteConfig | None = None
     fyers: FyersConfig | None = None

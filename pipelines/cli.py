@@ -335,6 +335,7 @@ def demo(
     stage(11, "daily email (captured by a local SMTP server)")
     from pipelines.report import demo_report
 
+    os.environ.setdefault("TRADELOOM_REPORT_STRATEGY", "demo")  # the executor replay's strategy above
     email = demo_report(db, 0)
     artefacts["daily email"] = str(email)
     console.print(f"email: {email}")

@@ -89,5 +89,5 @@ def test_demo_report_saves_the_message_the_local_server_received(database: Datab
     received = demo_report(database, 0)
     assert received.parent == tmp_path and received.name.startswith("received_daily_")
     message = BytesParser(policy=policy.default).parsebytes(received.read_bytes())
-    assert message["To"] == "operator@localhost" and message["Subject"].startswith("[tradeloom] ")
+    assert message["To"] == "operator@localhost" and str(message["Subject"]).strip().startswith("[tradeloom] ")
     assert received.with_name(received.name.removeprefix("received_")).is_file()

@@ -23,8 +23,9 @@ class FeeBreakdown:
         return self.commission + self.stt + self.exchange + self.sebi + self.gst + self.stamp
 
 
-def fees(config: CostConfig, side: Side, quantity: int, price: float) -> FeeBreakdown:
-    """Charges on one fill of `quantity` at `price` (the contract note's lines)."""
+def _fee_lines(config: CostConfig, side: Side, quantity: int, price: float) -> tuple[float, float, float, float,
+                                                                                      float, float]:
+    """(commission, stt, exchange, sebi, gst, stamp): the one formula behind `fees` and `fee_total`."""
     value = abs(quantity) * price
     commission = config.commission_flat + config.commission_rate * value
     if config.commission_cap is not None:
@@ -35,11 +36,18 @@ def fees(config: CostConfig, side: Side, quantity: int, price: float) -> FeeBrea
     sebi = value * config.sebi_rate
     gst = config.gst_rate * (commission + exchange + sebi)
     stamp = value * config.stamp_buy_rate if is_buy else 0.0
-    return FeeBreakdown(commission, stt, exchange, sebi, gst, stamp)
+    return commission, stt, exchange, sebi, gst, stamp
+
+
+def fees(config: CostConfig, side: Side, quantity: int, price: float) -> FeeBreakdown:
+    """Charges on one fill of `quantity` at `price` (the contract note's lines)."""
+    return FeeBreakdown(*_fee_lines(config, side, quantity, price))
 
 
 def fee_total(config: CostConfig, side: Side, quantity: int, price: float) -> float:
-    return fees(config, side, quantity, price).total
+    # Summed in FeeBreakdown.total's order (same float result) without building the breakdown: once per fill.
+    commission, stt, exchange, sebi, gst, stamp = _fee_lines(config, side, quantity, price)
+    return commission + stt + exchange + sebi + gst + stamp
 
 
 def execution_price(config: CostConfig, side: Side, reference: float, participation: float) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -118,6 +119,21 @@ GUARDS: tuple[Callable[[RiskContext], GuardResult], ...] = (
 )
 
 
+def guard_idle(guard: Callable[[RiskContext], GuardResult], ctx: RiskContext) -> bool:
+    """True when `guard` would neither flatten, block nor halt on this bar (disabled and not already
+    halted): scalar checks that let the step skip the guard's full-width arrays."""
+    config = ctx.config
+    if guard is kill_switch:
+        return not (ctx.kill_switch or config.kill_switch)
+    if guard is drawdown_halt:
+        return config.max_drawdown is None and not ctx.halted_for_drawdown
+    if guard is daily_loss_halt:
+        return config.daily_loss_limit is None and not ctx.halted_for_day
+    if guard is session_square_off:
+        return config.square_off_minutes_before_close is None or not ctx.is_intraday
+    return False
+
+
 # -- entry rules -----------------------------------------------------------------------------------
 
 def _zero_where(proposal: Proposal, quantity: IntArray, mask: BoolArray) -> IntArray:
@@ -150,7 +166,7 @@ def volatility_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray) 
 def correlation_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
     limit = ctx.config.max_correlation
     held = _held(ctx)
-    if limit is None or not held.any() or ctx.returns.shape[0] < 10:
+    if limit is None or not np.count_nonzero(held) or ctx.returns.shape[0] < 10:
         return EntryResult("correlation_filter", quantity, "")
     returns = np.nan_to_num(ctx.returns)
     weights = ctx.positions * ctx.close / max(ctx.equity, 1e-12)
@@ -228,7 +244,7 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
         # Entries on one side use the room up to +limit (longs) or down to -limit (shorts).
         budget = limit * ctx.equity - side * current
         mask = proposal.side == side
-        if not mask.any():
+        if not np.count_nonzero(mask):
             continue
         one_side = Proposal(np.where(mask, proposal.side, 0).astype(np.int8), proposal.quantity,
                             proposal.confidence)
@@ -239,10 +255,10 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
 
 def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
     """No entry the cash cannot pay for (shorts are collateralised in full: no margin)."""
-    if not quantity.any():
+    if not np.count_nonzero(quantity):
         return EntryResult("cash_available", quantity, "")
     # Nothing working: nothing committed (skips two full-width array passes on most bars).
-    committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if ctx.pending.any() else 0.0
+    committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if np.count_nonzero(ctx.pending) else 0.0
     budget = ctx.cash - committed
     out = quantity.copy()
     rate = 1.0 + ctx.cost_buffer_rate
@@ -299,3 +315,27 @@ ENTRY_RULES: tuple[Callable[[RiskContext, Proposal, IntArray], EntryResult], ...
     session_window, volatility_filter, correlation_filter, max_positions, position_cap,
     gross_exposure, net_exposure, cash_available, var_limit,
 )
+
+
+EntryRule = Callable[[RiskContext, Proposal, IntArray], EntryResult]
+
+
+def _never_acts(rule: EntryRule, config: RiskConfig, is_intraday: bool) -> bool:
+    """True when `rule` hands the quantity back untouched on every bar under this config (a disabled rule)."""
+    if rule is session_window:
+        return config.no_entry_minutes_before_close <= 0 and (
+            config.square_off_minutes_before_close is None or not is_intraday)
+    disabled_by: dict[EntryRule, bool] = {
+        volatility_filter: config.max_realised_vol is None, correlation_filter: config.max_correlation is None,
+        max_positions: config.max_positions is None, position_cap: config.max_position_fraction is None,
+        gross_exposure: config.max_gross_exposure is None, net_exposure: config.max_net_exposure is None,
+        var_limit: config.var_limit is None and config.cvar_limit is None,
+    }
+    return disabled_by.get(rule, False)
+
+
+@lru_cache(maxsize=64)
+def active_entry_rules(config: RiskConfig, is_intraday: bool) -> tuple[EntryRule, ...]:
+    """`ENTRY_RULES` without the ones this config disables, in the same order: computed once per config
+    instead of calling (and allocating a result for) every disabled rule on every bar."""
+    return tuple(rule for rule in ENTRY_RULES if not _never_acts(rule, config, is_intraday))

@@ -35,7 +35,8 @@ def signals_from_probabilities(config: SignalConfig, probabilities: FloatArray) 
     up = (up_p >= config.enter_threshold) & (up_p > down_p)
     down = (down_p >= config.exit_threshold) & (down_p > up_p)
     confident = margin >= config.min_confidence
-    direction = np.where(up & confident, 1, np.where(down & confident, -1, 0)).astype(np.int8)
+    # `up` and `down` exclude each other (strict comparisons), so the difference is +1 / -1 / 0.
+    direction = (up & confident).view(np.int8) - (down & confident).view(np.int8)
     confidence = np.where(direction > 0, up_p, np.where(direction < 0, down_p, flat_p))
     return Signals(direction, confidence, margin)
 
@@ -53,7 +54,8 @@ def entry_candidates(
     if not config.allow_short:
         side[side < 0] = 0
     side[(positions != 0) | (pending != 0)] = 0
-    side[bars_since_exit < config.cooldown_bars] = 0
+    if config.cooldown_bars:  # bars_since_exit is never negative: no cool-down, nothing to mask
+        side[bars_since_exit < config.cooldown_bars] = 0
     if confirm is not None:
         side[np.sign(np.nan_to_num(confirm)) != side] = 0
     return side
@@ -65,7 +67,7 @@ def exit_wanted(
     """(exit on an opposite signal, exit on max holding time) for held positions."""
     held = positions != 0
     opposite = held & (signals.direction == -np.sign(positions))
-    timed = np.zeros_like(held)
-    if config.max_holding_bars is not None:
-        timed = held & (holding_bars >= config.max_holding_bars)
+    if config.max_holding_bars is None:
+        return opposite, np.zeros_like(held)
+    timed = held & (holding_bars >= config.max_holding_bars)
     return opposite, timed & ~opposite

@@ -2,11 +2,12 @@
 
 The feature plan is compiled once at construction: which window statistics each feature needs, grouped
 so that one statistic (a window mean/deviation, a max/min, a volume profile, a recursion) is computed
-once per step for every feature and instrument that uses it. Windows live in one mirrored ring buffer
-(every value written at `i` and `i + ring`), so the last n values of any series are a contiguous,
-oldest-first view: no array is shifted per bar and the window reductions run in the same order as over a
-shifted array, which keeps every output bit-for-bit equal to the straightforward two-pass formulas (and
-so within 1e-9 of TA-Lib and the dbt `features` table) with no rolling-sum drift.
+once per step for every feature and instrument using it, with no per-feature dispatch on the hot path.
+Windows live in one time-major buffer (series x time x instrument): a step writes one row and the last n
+values of a series are one contiguous block, so nothing is shifted per bar. Statistics are recomputed
+from the window each step (two-pass mean/deviation, exact max/min, time-ordered bin sums) rather than
+kept as running sums, so there is no drift: outputs agree with the straightforward formulas to ~1e-14
+(only the association of the window sums differs) and with TA-Lib and the dbt `features` table to 1e-9.
 
 Instruments without a bar in a step (NaN close) keep their state untouched: each instrument's series is
 its own bars, exactly as in the dbt `features` model, which groups rows by (instrument_id, timeframe)
@@ -29,8 +30,9 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 NS = 1_000_000_000
+_SLACK = 512  # steps between two moves of the buffer's window to its front
 
-# Series kept in the ring buffer (first axis). The first six are the engine's state; TYPICAL and
+# Series kept in the window buffer (first axis). The first six are the engine's state; TYPICAL and
 # VOLUME_FILLED are derived per bar for the volume profile and rebuilt from the others on load_state.
 SERIES = ("close", "log_return", "volume", "reference_log_return", "high", "low")
 CLOSE, LOG_RETURN, VOLUME, REFERENCE, HIGH, LOW, TYPICAL, VOLUME_FILLED = range(8)
@@ -107,8 +109,7 @@ class _Bank:
 
 def _rsi(gain: FloatArray, loss: FloatArray, out: FloatArray) -> None:
     total = gain + loss
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(gain, total, out=out)
+    np.divide(gain, total, out=out)  # callers silence 0/0: it is handled below
     out *= 100.0
     # 0/0 (no movement over the window) is an RSI of 0, as in the SQL; NaN totals stay NaN.
     out[total == 0.0] = 0.0
@@ -572,13 +573,19 @@ class OnlineFeatureEngine:
         index /= span
         index *= bins
         np.floor(index, out=index)
-        # fmax/fmin: clip to the bins and send NaN (an incomplete window) to bin 0, like the reference.
-        np.fmax(index, 0.0, out=index)
-        np.fmin(index, bins - 1, out=index)
+        np.clip(index, 0.0, bins - 1, out=index)
+        if not (span > 0.0).all():
+            # An incomplete or flat window (0/0): its bars go to bin 0, like the reference; it reads as NULL.
+            np.nan_to_num(index, copy=False)
         index += profile.offsets
-        filled = np.bincount(index.astype(np.intp).ravel(), buffer[VOLUME_FILLED, start:end].ravel(),
-                             minlength=size * bins)
-        filled = filled.reshape(size, bins)
+        filled: FloatArray = np.bincount(index.astype(np.intp).ravel(), buffer[VOLUME_FILLED, start:end].ravel(),
+                                         minlength=size * bins).astype(np.float64, copy=False).reshape(size, bins)
+        self._value_area(profile, filled, total, lowest, highest, work)
+
+    def _value_area(self, profile: _Profile, filled: FloatArray, total: FloatArray, lowest: FloatArray,
+                    highest: FloatArray, work: FloatArray) -> None:
+        bins = profile.bins
+        span = highest - lowest
         order = np.argsort(-filled, axis=1, kind="stable")
         covered = filled.ravel()[order + profile.row_starts]
         np.cumsum(covered, axis=1, out=covered)
@@ -606,9 +613,9 @@ class OnlineFeatureEngine:
             "bar_count": self.bar_count.copy(), "last_bar_at": self.last_bar_at.copy(),
             "spec_hash": np.array(self.spec.spec_hash()), "keys": np.array(self.keys),
         }
-        end = self._head + self.ring + 1
+        end = self._position + 1
         for series, name in enumerate(SERIES):
-            arrays[f"buffer.{name}"] = self._buffer[series, :, end - self.window:end].copy()
+            arrays[f"buffer.{name}"] = self._buffer[series, end - self.window:end].T.copy()
         for key, (bank, position) in self._bank_rows.items():
             arrays[f"recursive.{key}.count"] = bank.count[position].copy()
             arrays[f"recursive.{key}.value"] = bank.value[position].copy()
@@ -625,15 +632,13 @@ class OnlineFeatureEngine:
         self.bar_count = np.asarray(arrays["bar_count"], dtype=np.int64).copy()
         self.last_bar_at = np.asarray(arrays["last_bar_at"], dtype=np.int64).copy()
         self._last_max = int(self.last_bar_at.max()) if self.size else int(np.iinfo(np.int64).min)
-        ring, window = self.ring, self.window
-        buffer = np.full((8, self.size, 2 * ring), np.nan)
+        window = self.window
+        buffer = np.full((8, self._rows, self.size), np.nan)
         for series, name in enumerate(SERIES):
-            values = np.asarray(arrays[f"buffer.{name}"], dtype=np.float64)
-            buffer[series, :, ring - window:ring] = values
-            buffer[series, :, 2 * ring - window:] = values
+            buffer[series, :window] = np.asarray(arrays[f"buffer.{name}"], dtype=np.float64).T
         buffer[TYPICAL] = (buffer[HIGH] + buffer[LOW] + buffer[CLOSE]) / 3.0
         buffer[VOLUME_FILLED] = np.nan_to_num(buffer[VOLUME])
-        self._buffer, self._head = buffer, ring - 1
+        self._buffer, self._position = buffer, window - 1
         for key, (bank, position) in self._bank_rows.items():
             bank.count[position] = np.asarray(arrays[f"recursive.{key}.count"], dtype=np.int64)
             bank.value[position] = np.asarray(arrays[f"recursive.{key}.value"], dtype=np.float64)
@@ -669,7 +674,8 @@ class _MultiTimeframe:
         self.uniform = size > 0 and bool((self.bucket == self.bucket[0]).all()) \
             and bool((self.pending == self.pending[0]).all())
         self.bank.refresh()
-        self._output()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._output()
 
     def _output(self) -> None:
         if not self.active:

@@ -143,7 +143,9 @@ def ensure_vectorbt() -> str | None:
     return None
 
 
-def run_vectorbt(data: MarketData) -> tuple[float | None, float | None, set[tuple[int, int, int]] | None, str | None]:
+def run_vectorbt(
+    data: MarketData,
+) -> tuple[float | None, float | None, set[tuple[int, int, int]] | None, str | None]:
     reason = ensure_vectorbt()
     if reason is not None:
         return None, None, None, reason
@@ -161,8 +163,8 @@ def run_vectorbt(data: MarketData) -> tuple[float | None, float | None, set[tupl
         return None, None, None, f"vectorbt run failed: {run.stderr.strip().splitlines()[-1:]}"
     timing = json.loads(run.stdout.strip().splitlines()[-1])
     out = np.load(work / "vbt_out.npz")
-    return timing["seconds"], timing.get("cpu_seconds"), {(int(c), int(e), int(x)) for c, e, x in zip(out["col"], out["entry"], out["exit"],
-                                                                strict=True)}, None
+    trades = {(int(c), int(e), int(x)) for c, e, x in zip(out["col"], out["entry"], out["exit"], strict=True)}
+    return timing["seconds"], timing.get("cpu_seconds"), trades, None
 
 
 def main() -> None:

@@ -72,14 +72,14 @@ with s as (
     select a.*, ema(e12 - e26, 9) over (partition by instrument_id order by bar_at
         rows between unbounded preceding and current row) as sig
     from a
-), h as (
+), h as materialized (
     select instrument_id, bar_at + interval '1 hour' as available_at,
         wilder_mean(case when pc is not null then greatest(close - pc, 0.0) end, 14) over hw as g,
         wilder_mean(case when pc is not null then greatest(pc - close, 0.0) end, 14) over hw as l
     from (select instrument_id, bar_at, close, lag(close) over (partition by instrument_id order by bar_at) as pc
           from int_bars_adjusted where timeframe = '1h') as hb
     window hw as (partition by instrument_id order by bar_at rows between unbounded preceding and current row)
-), hd as (
+), hd as materialized (
     -- Only the coarse values a row of the day can see (the as-of lookup below scans this).
     select * from h where available_at > %(start)s::timestamptz - interval '2 days'
         and available_at <= %(end)s::timestamptz + interval '1 hour'

@@ -36,6 +36,10 @@ from tradeloom.errors import InputError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 PROTECTIVE = {IntentPurpose.STOP_LOSS, IntentPurpose.TAKE_PROFIT}
+_PRICES_NEEDED: dict[OrderType, tuple[str, ...]] = {
+    OrderType.LIMIT: ("limit_price",), OrderType.STOP: ("stop_price",),
+    OrderType.STOP_LIMIT: ("limit_price", "stop_price"),
+}
 
 
 @dataclass
@@ -113,9 +117,7 @@ class SimulatedBroker:
                              f"traded by this broker")
         if intent.quantity <= 0:
             raise InputError(f"order {intent.client_order_id}: quantity must be > 0, got {intent.quantity}")
-        needs = {OrderType.LIMIT: ("limit_price",), OrderType.STOP: ("stop_price",),
-                 OrderType.STOP_LIMIT: ("limit_price", "stop_price")}.get(intent.order_type, ())
-        for name in needs:
+        for name in _PRICES_NEEDED.get(intent.order_type, ()):
             if getattr(intent, name) is None:
                 raise InputError(f"order {intent.client_order_id}: {intent.order_type.value} needs {name}")
         parent = self._working.get(intent.parent_client_order_id or "")

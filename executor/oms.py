@@ -140,7 +140,7 @@ class OrderManager:
                 if found is not None:
                     report["unconfirmed_resolved"] += int(order.unconfirmed)
                     report["orders_updated"] += int(self.on_update(found))
-                elif order.unconfirmed or order.state is OrderState.NEW:
+                elif order.unconfirmed or order.broker_order_id is None:
                     # Journaled but the broker has never heard of it: it was never sent (or never arrived).
                     self._set(order, OrderState.REJECTED, message="not found at the broker after restart")
                     report["unconfirmed_resolved"] += 1
@@ -187,6 +187,8 @@ class OrderManager:
         return order
 
     def _send(self, order: ManagedOrder) -> None:
+        if order.state is not OrderState.NEW:
+            raise InvariantViolation(f"order {order.client_order_id} is {order.state.value}: only new orders are sent")
         intent = order.intent
         if order.held_for_parent:
             parent = self.orders[intent.parent_client_order_id or ""]
@@ -219,6 +221,7 @@ class OrderManager:
             return
         if order.held_for_parent or order.broker_order_id is None:
             if not order.unconfirmed:
+                order.held_for_parent = False  # a cancelled leg is never released later
                 self._set(order, OrderState.CANCELLED, message="cancelled before it was sent")
             return
         try:
@@ -290,11 +293,12 @@ class OrderManager:
     def _release_and_oco(self) -> None:
         for order in list(self.orders.values()):
             parent_id = order.intent.parent_client_order_id
-            if order.held_for_parent and parent_id:
+            if order.held_for_parent and order.is_open and parent_id:
                 parent = self.orders.get(parent_id)
                 if parent is not None and parent.filled_quantity > 0 and parent.state is OrderState.FILLED:
                     self._send(order)
                 elif parent is not None and parent.state.is_terminal and parent.filled_quantity == 0:
+                    order.held_for_parent = False
                     self._set(order, OrderState.CANCELLED, message="parent never filled")
         # OCO: a filled protective leg cancels its open sibling for the same entry.
         for order in list(self.orders.values()):

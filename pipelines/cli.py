@@ -307,7 +307,7 @@ def demo(
     config = settings.home / "demo" / "executor.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({
-        "trading_mode": "replay", "broker": "paper", "model": "mlflow:direction_intraday", "timeframe": "1m",
+        "trading_mode": "replay", "broker": "paper", "model": "mlflow:tradeloom-direction_intraday", "timeframe": "1m",
         "instruments": [f"SYNTH:SYN{i:03d}" for i in range(settings.synthetic_instruments)], "warmup_bars": 375,
         "engine": {"strategy": "demo", "signal": {"enter_threshold": 0.4, "exit_threshold": 0.45}},
         "state_root": str(settings.home / "demo" / "executor"),

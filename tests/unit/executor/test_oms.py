@@ -210,3 +210,19 @@ def test_transition_overfill_is_an_invariant_violation() -> None:
     order = ManagedOrder(_intent("A"), LINEAGE, "b", state=OrderState.ACKNOWLEDGED)
     with pytest.raises(InvariantViolation, match="exceeds quantity"):
         transition(order, OrderState.FILLED, 11)
+
+
+def test_cancelled_bracket_leg_is_never_sent_after_restart_even_when_its_entry_fills() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit(_intent("E"), LINEAGE)
+    stop = manager.submit(_intent("S", IntentPurpose.STOP_LOSS, "E", OrderType.STOP, Side.SELL), LINEAGE)
+    assert stop is not None
+    manager.cancel("S")
+    assert stop.state is OrderState.CANCELLED and not stop.held_for_parent
+    broker.fill("E", 10)
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt(list(manager.orders.values()))
+    restarted.reconcile()
+    restarted.reconcile()
+    assert [intent.client_order_id for intent in broker.placed] == ["E"]

@@ -303,13 +303,20 @@ def demo(
 
     _print_rows("portfolio methods, out of sample after costs", demo_portfolio(db))
     _print_rows("RL sizing vs the supervised model vs baselines (AAPL, out of sample)", demo_rl(db))
+    # The intraday champion is trained on seeded synthetic bars (a random walk: no real skill), so its
+    # probabilities stay near 1/3; the demo's entry threshold is set low enough that the day trades.
     stage(9, "a replayed trading day through the executor (paper broker, @champion)")
+    from tradeloom.engine.config import cost_preset
+
     config = settings.home / "demo" / "executor.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({
         "trading_mode": "replay", "broker": "paper", "model": "mlflow:tradeloom-direction_intraday", "timeframe": "1m",
         "instruments": [f"SYNTH:SYN{i:03d}" for i in range(settings.synthetic_instruments)], "warmup_bars": 375,
-        "engine": {"strategy": "demo", "signal": {"enter_threshold": 0.4, "exit_threshold": 0.45}},
+        "engine": {"strategy": "demo", "product": "intraday",
+                   "signal": {"enter_threshold": 0.36, "exit_threshold": 0.37, "cooldown_bars": 5},
+                   "risk": {"no_entry_minutes_before_close": 20, "square_off_minutes_before_close": 10}},
+        "paper": {"costs": cost_preset("nse_equity_intraday").model_dump(), "participation_cap": 0.1},
         "state_root": str(settings.home / "demo" / "executor"),
     }), encoding="utf-8")
     import shutil

@@ -145,7 +145,13 @@ class Journal:
         record["event_key"] = uuid.uuid4().hex
         record["detail"] = json.dumps({"message": order.status_message[:500], "unconfirmed": order.unconfirmed,
                                        "held_for_parent": order.held_for_parent})
-        self._append("order", record, durable=order.state.value in {"new", "sent"})
+        # A record of a send in flight is made durable at once; new orders by `sync` before they are sent.
+        self._append("order", record, durable=order.state.value == "sent")
+
+    def sync(self) -> None:
+        with self._lock:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
 
     def record_fill(self, fill: Fill, broker: str) -> None:
         self._append("fill", {

@@ -83,6 +83,10 @@ class OrderJournal(Protocol):
 
     def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None: ...
 
+    def sync(self) -> None:
+        """Make everything recorded so far durable (fsync)."""
+        ...
+
 
 def transition(order: ManagedOrder, new_state: OrderState, filled: int | None = None) -> bool:
     """Move `order` to `new_state` if that is a forward move; returns whether anything changed."""
@@ -162,7 +166,18 @@ class OrderManager:
             return None
 
     # -- commands ---------------------------------------------------------------------------------------
-    def submit(self, intent: OrderIntent, lineage: Lineage) -> ManagedOrder | None:
+    def submit_all(self, intents: list[OrderIntent], lineage: Lineage) -> list[ManagedOrder | None]:
+        """Journal every intent of a bar, make the journal durable once, then send them in order."""
+        registered = [self.submit(intent, lineage, send=False) for intent in intents]
+        ready = [order for order in registered
+                 if order is not None and order.state is OrderState.NEW and not order.held_for_parent]
+        if ready:
+            self.journal.sync()
+        for order in ready:
+            self._send(order)
+        return registered
+
+    def submit(self, intent: OrderIntent, lineage: Lineage, *, send: bool = True) -> ManagedOrder | None:
         """Journal and send one intent. A known client order id is never sent again."""
         known = self.orders.get(intent.client_order_id)
         if known is not None:
@@ -181,8 +196,9 @@ class OrderManager:
         if intent.purpose in PROTECTIVE and parent is not None and parent.filled_quantity == 0 and not contingent:
             order.held_for_parent = True
         self.orders[intent.client_order_id] = order
-        self.journal.save_order(order)  # durable before anything reaches the broker
-        if not order.held_for_parent:
+        self.journal.save_order(order)
+        if send and not order.held_for_parent:
+            self.journal.sync()  # durable before anything reaches the broker
             self._send(order)
         return order
 
@@ -318,6 +334,16 @@ class OrderManager:
     # -- views ------------------------------------------------------------------------------------------
     def open_orders(self) -> list[ManagedOrder]:
         return [order for order in self.orders.values() if order.is_open]
+
+    def pending_quantities(self, keys: tuple[str, ...], purposes: frozenset[IntentPurpose]) -> list[int]:
+        """Signed remaining quantity of open orders of the given purposes, per key (one pass)."""
+        index = {key: i for i, key in enumerate(keys)}
+        out = [0] * len(keys)
+        for order in self.orders.values():
+            if order.is_open and order.intent.purpose in purposes and order.intent.instrument_key in index:
+                out[index[order.intent.instrument_key]] += int(order.intent.side) * (
+                    order.intent.quantity - order.filled_quantity)
+        return out
 
     def pending_quantity(self, instrument_key: str, purposes: frozenset[IntentPurpose]) -> int:
         """Signed remaining quantity of open orders of the given purposes."""

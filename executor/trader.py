@@ -148,7 +148,7 @@ class Trader:
         for position in self.broker.positions():
             if position.instrument_key in index:
                 positions[index[position.instrument_key]] += position.quantity
-        pending = np.array([self.orders.pending_quantity(key, WORKING) for key in self.universe.keys], dtype=np.int64)
+        pending = np.array(self.orders.pending_quantities(self.universe.keys, WORKING), dtype=np.int64)
         return positions, float(self.broker.funds().available_cash), pending
 
     def on_bar_close(self, bar: BarSlice) -> StepResult:
@@ -183,10 +183,8 @@ class Trader:
         self.journal.record_decision(lineage, record, bar.source)
         for client_id in result.cancels:
             self.orders.cancel(client_id)
-        for intent in result.intents:
-            if intent.purpose is IntentPurpose.ENTRY and self.entries_paused:
-                continue
-            self.orders.submit(intent, lineage)
+        self.orders.submit_all([intent for intent in result.intents
+                                if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)], lineage)
         # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
         self.last_decision_seconds = time.perf_counter() - started
         self.state = result.state

@@ -86,7 +86,10 @@ class OrderState(enum.StrEnum):
 
     @property
     def is_terminal(self) -> bool:
-        return self in {OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED, OrderState.EXPIRED}
+        return self in _TERMINAL_STATES
+
+
+_TERMINAL_STATES = frozenset({OrderState.FILLED, OrderState.CANCELLED, OrderState.REJECTED, OrderState.EXPIRED})
 
 
 class IntentPurpose(enum.StrEnum):

@@ -85,6 +85,7 @@ class RecordingJournal:
     saved: list[tuple[str, OrderState]] = field(default_factory=list)
     fills: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    syncs: list[int] = field(default_factory=list)
 
     def save_order(self, order: ManagedOrder) -> None:
         self.saved.append((order.client_order_id, order.state))
@@ -94,6 +95,9 @@ class RecordingJournal:
 
     def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None:
         self.events.append(kind)
+
+    def sync(self) -> None:
+        self.syncs.append(len(self.saved))
 
 
 def _intent(client_id: str, purpose: IntentPurpose = IntentPurpose.ENTRY, parent: str | None = None,
@@ -226,3 +230,12 @@ def test_cancelled_bracket_leg_is_never_sent_after_restart_even_when_its_entry_f
     restarted.reconcile()
     restarted.reconcile()
     assert [intent.client_order_id for intent in broker.placed] == ["E"]
+
+
+def test_submit_all_journals_every_intent_durably_before_the_first_send() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal)
+    manager.submit_all([_intent("A"), _intent("B", side=Side.SELL)], LINEAGE)
+    assert journal.saved[:2] == [("A", OrderState.NEW), ("B", OrderState.NEW)]
+    assert journal.syncs[0] == 2  # one fsync after both NEW records, before any SENT
+    assert [intent.client_order_id for intent in broker.placed] == ["A", "B"]

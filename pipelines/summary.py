@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from datetime import UTC, date, datetime
 
 import numpy as np
 
 from tradeloom.adapters.db import Database
+from tradeloom.adapters.store import load_instruments
 from tradeloom.calendars import count_gaps, expected_bar_times
-from tradeloom.domain import Instrument, Segment, Timeframe
+from tradeloom.domain import Timeframe
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +39,21 @@ def _holidays(calendar: str | None, start: datetime, end: datetime) -> frozenset
     )
 
 
-def load_instrument(row: tuple[object, ...]) -> Instrument:
-    (exchange, symbol, segment, currency, tick, lot, tz, s_open, s_close, days, calendar, synthetic) = row
-    assert isinstance(s_open, time) and isinstance(s_close, time)  # noqa: S101 - typed by the schema
-    return Instrument(
-        exchange=str(exchange), symbol=str(symbol), segment=Segment(str(segment)), currency=str(currency),
-        tick_size=Decimal(str(tick)), lot_size=int(str(lot)), timezone=str(tz), session_open=s_open,
-        session_close=s_close, trading_days=tuple(int(d) for d in days),  # type: ignore[attr-defined]
-        calendar=None if calendar is None else str(calendar), is_synthetic=bool(synthetic),
-    )
-
-
 def summarise(db: Database) -> list[SummaryRow]:
     out: list[SummaryRow] = []
     with db.transaction() as conn, conn.cursor() as cur:
+        by_key = {instrument.key: instrument for instrument in load_instruments(conn)}
         for timeframe in Timeframe:
             cur.execute(
                 f"""
-                select i.exchange, i.symbol, i.segment, i.currency, i.tick_size, i.lot_size, i.timezone,
-                       i.session_open, i.session_close, i.trading_days, i.calendar, i.is_synthetic,
+                select i.exchange || ':' || i.symbol,
                        array_agg(extract(epoch from b.bar_at)::bigint order by b.bar_at)
                 from {timeframe.table} b join instruments i using (instrument_id)
-                group by i.instrument_id order by i.exchange, i.symbol
+                group by i.instrument_id, i.exchange, i.symbol order by i.exchange, i.symbol
                 """
             )
-            for *meta, epochs in cur.fetchall():
-                instrument = load_instrument(tuple(meta))
+            for key, epochs in cur.fetchall():
+                instrument = by_key[str(key)]
                 present = np.asarray(epochs, dtype=np.int64) * 1_000_000_000
                 first = datetime.fromtimestamp(present[0] / 1e9, tz=UTC)
                 last = datetime.fromtimestamp(present[-1] / 1e9, tz=UTC)

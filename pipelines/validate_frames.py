@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pipelines.summary import load_instrument
 from tradeloom.adapters.db import Connection
+from tradeloom.adapters.store import load_instruments_by_id
 from tradeloom.calendars import expected_bar_times
 from tradeloom.domain import Instrument, Timeframe
 from tradeloom.errors import InputError
@@ -100,12 +100,6 @@ class Scope:
     splits: dict[int, dict[int, float]]
 
 
-INSTRUMENT_SELECT = (
-    "select instrument_id, exchange, symbol, segment, currency, tick_size, lot_size, timezone, session_open,"
-    " session_close, trading_days, calendar, is_synthetic from instruments where instrument_id = any(%s)"
-)
-
-
 def load_scope(
     conn: Connection, spec: TableSpec, start: datetime | None, end: datetime | None, ingest_batch_id: int | None,
 ) -> Scope:
@@ -147,8 +141,7 @@ def load_scope(
         cur.execute(sql, params)
         rows = cur.fetchall()
         ids = sorted({int(row[0]) for row in rows})
-        cur.execute(INSTRUMENT_SELECT, (ids,))
-        instruments = {int(row[0]): load_instrument(tuple(row[1:])) for row in cur.fetchall()}
+        instruments = load_instruments_by_id(conn, ids)
         cur.execute(
             "select instrument_id, max_missing_bars, max_stale_bars, jump_robust_deviations from quality_tolerances"
             " where target_table = %s and instrument_id = any(%s)",

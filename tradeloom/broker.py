@@ -73,6 +73,16 @@ class BrokerOrder:
     # Broker-side time of the last change, UTC epoch ns; 0 when the broker does not say.
     updated_at_ns: int = 0
 
+    @classmethod
+    def just_sent(cls, intent: OrderIntent, broker_order_id: str) -> BrokerOrder:
+        """The order as it stands the moment the broker accepted it (before any acknowledgement)."""
+        return cls(
+            broker_order_id=broker_order_id, client_order_id=intent.client_order_id,
+            instrument_key=intent.instrument_key, side=intent.side, quantity=intent.quantity, filled_quantity=0,
+            state=OrderState.SENT, order_type=intent.order_type, product=intent.product,
+            limit_price=intent.limit_price, stop_price=intent.stop_price,
+        )
+
     @property
     def pending_quantity(self) -> int:
         return 0 if self.state.is_terminal else self.quantity - self.filled_quantity

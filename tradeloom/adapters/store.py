@@ -297,27 +297,38 @@ def load_bar_matrix(
                      arrays["volume"], tuple(sorted(batches)))
 
 
-def load_instruments(conn: Connection, keys: Sequence[str] | None = None) -> list[Instrument]:
-    """Instruments by EXCHANGE:SYMBOL key (in the order given), or all of them."""
+_INSTRUMENT_SELECT = (
+    "select instrument_id, exchange, symbol, segment, currency, tick_size, lot_size, timezone, session_open,"
+    " session_close, trading_days, calendar, is_synthetic, kite_token, fyers_symbol from instruments"
+)
+
+
+def _instruments_by_id(conn: Connection, where: str = "", params: tuple[object, ...] = ()) -> dict[int, Instrument]:
     from datetime import time as time_of_day
 
     with conn.cursor() as cur:
-        cur.execute(
-            "select exchange, symbol, segment, currency, tick_size, lot_size, timezone, session_open, session_close,"
-            " trading_days, calendar, is_synthetic, kite_token, fyers_symbol from instruments order by exchange, symbol"
-        )
+        cur.execute(f"{_INSTRUMENT_SELECT} {where} order by exchange, symbol", params)
         rows = cur.fetchall()
-    by_key: dict[str, Instrument] = {}
-    for (exchange, symbol, segment, currency, tick, lot, zone, opens, closes, days, calendar, synthetic, kite,
-         fyers) in rows:
+    out: dict[int, Instrument] = {}
+    for (ident, exchange, symbol, segment, currency, tick, lot, zone, opens, closes, days, calendar, synthetic,
+         kite, fyers) in rows:
         assert isinstance(opens, time_of_day) and isinstance(closes, time_of_day)  # noqa: S101 - schema types
-        instrument = Instrument(
+        out[int(ident)] = Instrument(
             exchange=exchange, symbol=symbol, segment=Segment(segment), currency=currency, tick_size=Decimal(tick),
             lot_size=int(lot), timezone=zone, session_open=opens, session_close=closes,
             trading_days=tuple(int(day) for day in days), calendar=calendar, is_synthetic=bool(synthetic),
             kite_token=kite, fyers_symbol=fyers,
         )
-        by_key[instrument.key] = instrument
+    return out
+
+
+def load_instruments_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, Instrument]:
+    return _instruments_by_id(conn, "where instrument_id = any(%s)", (list(ids),))
+
+
+def load_instruments(conn: Connection, keys: Sequence[str] | None = None) -> list[Instrument]:
+    """Instruments by EXCHANGE:SYMBOL key (in the order given), or all of them."""
+    by_key = {instrument.key: instrument for instrument in _instruments_by_id(conn).values()}
     if keys is None:
         return list(by_key.values())
     unknown = [key for key in keys if key not in by_key]

@@ -25,7 +25,7 @@ from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.adapters.brokers.retry import retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback
-from tradeloom.domain import Fill, OrderIntent, OrderState, OrderType, Timeframe
+from tradeloom.domain import Fill, OrderIntent, OrderType, Timeframe
 from tradeloom.errors import ConfigError, InputError, TransientBrokerError
 from tradeloom.quality import BarColumns
 
@@ -145,19 +145,7 @@ class FyersBroker:
                 f"fyers place order: client_order_id={intent.client_order_id!r} not found after {error}; "
                 "expected to reconcile by client order id before any new attempt"
             ) from error
-        return BrokerOrder(
-            broker_order_id=str(response["id"]),
-            client_order_id=intent.client_order_id,
-            instrument_key=intent.instrument_key,
-            side=intent.side,
-            quantity=intent.quantity,
-            filled_quantity=0,
-            state=OrderState.SENT,
-            order_type=intent.order_type,
-            product=intent.product,
-            limit_price=intent.limit_price,
-            stop_price=intent.stop_price,
-        )
+        return BrokerOrder.just_sent(intent, str(response["id"]))
 
     def modify(
         self,

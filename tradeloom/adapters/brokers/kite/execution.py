@@ -27,7 +27,7 @@ from tradeloom.broker import (
     TickCallback,
     TokenExpiredError,
 )
-from tradeloom.domain import Fill, Instrument, OrderIntent, OrderState, OrderType, Timeframe
+from tradeloom.domain import Fill, Instrument, OrderIntent, OrderType, Timeframe
 from tradeloom.errors import ConfigError, InputError, TransientBrokerError
 from tradeloom.quality import BarColumns
 
@@ -128,19 +128,7 @@ class KiteBroker:
                 f"kite place order: client_order_id={intent.client_order_id!r} not found after {error}; "
                 "expected to reconcile by client order id before any new attempt"
             ) from error
-        return BrokerOrder(
-            broker_order_id=str(order_id),
-            client_order_id=intent.client_order_id,
-            instrument_key=intent.instrument_key,
-            side=intent.side,
-            quantity=intent.quantity,
-            filled_quantity=0,
-            state=OrderState.SENT,
-            order_type=intent.order_type,
-            product=intent.product,
-            limit_price=intent.limit_price,
-            stop_price=intent.stop_price,
-        )
+        return BrokerOrder.just_sent(intent, str(order_id))
 
     def modify(
         self,

@@ -4,7 +4,9 @@ Rules that keep money safe:
 - An order is journaled (durably, before it is sent) under its deterministic client order id; an id the
   manager already knows is never sent again, in this process or after a restart.
 - Placement is never retried blindly: an unknown outcome leaves the order SENT and unconfirmed, and the next
-  poll looks it up by client order id (`Broker.order_by_client_id`).
+  poll looks it up by client order id (`Broker.order_by_client_id`); an order the broker still does not know
+  `unconfirmed_grace_seconds` after the send never arrived and is closed as rejected, so the engine may decide
+  afresh (a lookup that itself fails proves nothing and closes nothing).
 - Broker updates only move an order forward (duplicates and out-of-order updates are dropped).
 - Bracket legs (stop-loss / take-profit with `parent_client_order_id`) are held until their parent fills and
   then placed at once for the filled quantity; when one leg fills, the other is cancelled (OCO).
@@ -13,6 +15,7 @@ Rules that keep money safe:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -63,6 +66,7 @@ class ManagedOrder:
     status_message: str = ""
     unconfirmed: bool = False  # sent, outcome unknown: look it up by client order id before anything else
     held_for_parent: bool = False  # a bracket leg waiting for its parent's fill
+    unconfirmed_since: float | None = None  # time.monotonic() of the unconfirmed send (this process only)
     events: list[str] = field(default_factory=list)
 
     @property
@@ -117,7 +121,9 @@ class OrderManager:
         journal: OrderJournal,
         *,
         entries_allowed: Callable[[], bool] = lambda: True,
+        unconfirmed_grace_seconds: float = 30.0,
     ) -> None:
+        self.unconfirmed_grace_seconds = unconfirmed_grace_seconds
         self.broker = broker
         self.journal = journal
         self.orders: dict[str, ManagedOrder] = {}
@@ -140,11 +146,11 @@ class OrderManager:
         report = {"orders_updated": 0, "unconfirmed_resolved": 0, "fills_recovered": 0, "foreign_orders": 0}
         for order in list(self.orders.values()):
             if order.is_open and not order.held_for_parent:
-                found = self._lookup(order)
+                answered, found = self._lookup(order)
                 if found is not None:
                     report["unconfirmed_resolved"] += int(order.unconfirmed)
                     report["orders_updated"] += int(self.on_update(found))
-                elif order.unconfirmed or order.broker_order_id is None:
+                elif answered and (order.unconfirmed or order.broker_order_id is None):
                     # Journaled but the broker has never heard of it: it was never sent (or never arrived).
                     self._set(order, OrderState.REJECTED, message="not found at the broker after restart")
                     report["unconfirmed_resolved"] += 1
@@ -158,12 +164,13 @@ class OrderManager:
         self._release_and_oco()
         return report
 
-    def _lookup(self, order: ManagedOrder) -> BrokerOrder | None:
+    def _lookup(self, order: ManagedOrder) -> tuple[bool, BrokerOrder | None]:
+        """(whether the broker answered, its order if it knows it)."""
         try:
-            return self.broker.order_by_client_id(order.client_order_id)
+            return True, self.broker.order_by_client_id(order.client_order_id)
         except TransientBrokerError as error:
             log.warning("lookup of %s failed: %s", order.client_order_id, error)
-            return None
+            return False, None
 
     # -- commands ---------------------------------------------------------------------------------------
     def submit_all(self, intents: list[OrderIntent], lineage: Lineage) -> list[ManagedOrder | None]:
@@ -216,6 +223,7 @@ class OrderManager:
             placed = self.broker.place(intent)
         except PlacementUnconfirmed as error:
             order.unconfirmed = True
+            order.unconfirmed_since = time.monotonic()
             order.status_message = str(error)
             self.journal.save_order(order)
             log.warning("placement of %s unconfirmed; will reconcile by client order id", order.client_order_id)
@@ -225,6 +233,7 @@ class OrderManager:
             return
         except TransientBrokerError as error:
             order.unconfirmed = True
+            order.unconfirmed_since = time.monotonic()
             order.status_message = str(error)
             self.journal.save_order(order)
             log.warning("placement of %s hit %s; will reconcile", order.client_order_id, type(error).__name__)
@@ -300,9 +309,16 @@ class OrderManager:
             return changed
         for order in list(self.orders.values()):
             if order.unconfirmed:
-                found = self._lookup(order)
+                answered, found = self._lookup(order)
                 if found is not None:
                     changed += int(self.on_update(found))
+                elif answered and order.unconfirmed_since is not None and (
+                        time.monotonic() - order.unconfirmed_since >= self.unconfirmed_grace_seconds):
+                    order.unconfirmed = False
+                    grace = self.unconfirmed_grace_seconds
+                    self._set(order, OrderState.REJECTED,
+                              message=f"not at the broker {grace:g} s after an unconfirmed placement: never arrived")
+                    changed += 1
         self._release_and_oco()
         return changed
 

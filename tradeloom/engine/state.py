@@ -198,10 +198,10 @@ class DecisionRecord:
         return {
             "bar_at_ns": self.bar_at_ns, "equity": self.equity,
             "instruments": {
-                key: {"signal": int(self.signal[i]), "confidence": float(self.confidence[i]),
-                      "proposed": int(self.proposed_quantity[i]), "entry": int(self.entry_quantity[i]),
-                      "exit": int(self.exit_quantity[i])}
-                for i, key in enumerate(keys)
+                key: {"signal": signal, "confidence": confidence, "proposed": proposed, "entry": entry, "exit": exit_}
+                for key, signal, confidence, proposed, entry, exit_ in zip(
+                    keys, self.signal.tolist(), self.confidence.tolist(), self.proposed_quantity.tolist(),
+                    self.entry_quantity.tolist(), self.exit_quantity.tolist(), strict=True)
             },
             "events": [vars(event) for event in self.events],
         }

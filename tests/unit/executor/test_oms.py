@@ -151,6 +151,44 @@ def test_unconfirmed_placement_missing_at_broker_after_restart_is_marked_rejecte
     assert len(broker.placed) == 1
 
 
+def test_unconfirmed_placement_never_arrived_is_closed_after_grace_in_session() -> None:
+    broker = ScriptedBroker(fail_next_place=TransientBrokerError("HTTP 502"))
+    manager = OrderManager(broker, RecordingJournal(), unconfirmed_grace_seconds=0.0)
+    order = manager.submit(_intent("A"), LINEAGE)
+    assert order is not None and order.unconfirmed
+    manager.poll()
+    assert order.state is OrderState.REJECTED and not order.unconfirmed
+    assert "never arrived" in order.status_message
+    manager.submit(_intent("B"), LINEAGE)  # the engine decides afresh under a new client order id
+    assert [intent.client_order_id for intent in broker.placed] == ["A", "B"]
+
+
+def test_unconfirmed_placement_within_grace_stays_open() -> None:
+    broker = ScriptedBroker(fail_next_place=TransientBrokerError("HTTP 502"))
+    manager = OrderManager(broker, RecordingJournal(), unconfirmed_grace_seconds=3600.0)
+    order = manager.submit(_intent("A"), LINEAGE)
+    manager.poll()
+    assert order is not None and order.unconfirmed and order.state is OrderState.SENT
+
+
+@dataclass
+class UnreachableLookups(ScriptedBroker):
+    def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        raise TransientBrokerError("HTTP 503")
+
+
+def test_failed_lookup_never_closes_an_unconfirmed_order() -> None:
+    broker = UnreachableLookups(fail_next_place=PlacementUnconfirmed("lost"))
+    manager = OrderManager(broker, RecordingJournal(), unconfirmed_grace_seconds=0.0)
+    order = manager.submit(_intent("A"), LINEAGE)
+    manager.poll()
+    restarted = OrderManager(broker, RecordingJournal())
+    assert order is not None
+    restarted.adopt([order])
+    restarted.reconcile()
+    assert order.unconfirmed and order.state is OrderState.SENT  # unknown stays unknown until the broker answers
+
+
 def test_rejection_is_terminal_and_not_retried() -> None:
     broker = ScriptedBroker(fail_next_place=OrderRejectedError("margin"))
     manager = OrderManager(broker, RecordingJournal())

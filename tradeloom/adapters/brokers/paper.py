@@ -172,17 +172,19 @@ class PaperBroker:
         return [self._snapshot(client_id) for client_id in self._intents]
 
     def positions(self) -> list[BrokerPosition]:
-        out = []
-        for index, key in enumerate(self.sim.keys):
-            quantity = int(self.sim.positions[index])
-            if quantity:
-                out.append(BrokerPosition(key, ProductType.INTRADAY, quantity, self._average_price(key, quantity)))
-        return out
+        held = {key: int(q) for key, q in zip(self.sim.keys, self.sim.positions.tolist(), strict=True) if q}
+        fills_of: dict[str, list[Fill]] = {key: [] for key in held}
+        for fill in self._fills:  # one pass over the day's fills, not one per position
+            if fill.instrument_key in fills_of:
+                fills_of[fill.instrument_key].append(fill)
+        return [BrokerPosition(key, ProductType.INTRADAY, quantity, self._average_price(fills_of[key], quantity))
+                for key, quantity in held.items()]
 
-    def _average_price(self, key: str, quantity: int) -> Decimal:
+    @staticmethod
+    def _average_price(fills: list[Fill], quantity: int) -> Decimal:
         # Average of the fills that built the current position (last-in, walking back).
         remaining, cost = abs(quantity), Decimal(0)
-        for fill in reversed([f for f in self._fills if f.instrument_key == key]):
+        for fill in reversed(fills):
             if int(fill.side) * quantity <= 0 or remaining == 0:
                 break
             take = min(remaining, fill.quantity)

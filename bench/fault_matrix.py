@@ -90,7 +90,8 @@ def run_fault_matrix(database: str = "tradeloom_faults", days: int = 2, spacing:
         config = {
             "trading_mode": "replay", "broker": "kite", "home": str(ROOT / ".loom"), "state_root": str(state_root),
             "database_name": database, "instruments": KEYS, "timeframe": "1m", "model": "baseline:sma_cross",
-            "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False, "engine": {"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}},
+            "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False,
+            "engine": {"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}},
             "kite": {"api_key": server.api_key, "api_secret": server.api_secret,
                      "access_token": server.issue_access_token(), "root": server.root, "ws_root": server.ws_root,
                      "backoff_seconds": 0.05, "timeout_seconds": 0.6, "reads_per_second": 200.0,

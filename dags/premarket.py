@@ -1,11 +1,12 @@
-"""premarket: before the NSE session, check the database, MLflow, the `@champion` model and the broker
-session; write the health flag the executor reads before it starts; e-mail the operator on red.
+"""premarket: before the NSE session, check the broker session by calling the broker and refresh the
+instrument master from it (live venv: the SDKs live there), then check the database, MLflow and the
+`@champion` model; write the health flag the executor reads before it starts; e-mail the operator on red.
 Skips exchange holidays and weekends (exchange_calendars, XBOM = the NSE equity holiday list)."""
 
 from __future__ import annotations
 
 from airflow.sdk import dag, task
-from tradeloom_dag_support import ALERT_TO, ML_VENV, SMTP_CONN_ID, START_DATE, TAGS, default_args
+from tradeloom_dag_support import ALERT_TO, LIVE_VENV, ML_VENV, SMTP_CONN_ID, START_DATE, TAGS, default_args
 
 
 @dag(dag_id="premarket", schedule="30 8 * * 1-5", start_date=START_DATE, catchup=False, max_active_runs=1,
@@ -22,11 +23,17 @@ def premarket() -> None:
     def is_trading_day(session: dict[str, object]) -> bool:
         return bool(session["is_session"])
 
+    @task.external_python(**LIVE_VENV)
+    def broker_checks(day: str) -> dict[str, object]:
+        from pipelines.jobs import premarket_broker
+
+        return premarket_broker(day)
+
     @task.external_python(**ML_VENV)
-    def health_checks(day: str) -> dict[str, object]:
+    def health_checks(day: str, broker: dict[str, object]) -> dict[str, object]:
         from pipelines.jobs import premarket
 
-        return premarket(day)
+        return premarket(day, broker)
 
     @task(templates_dict={"to": ALERT_TO})
     def alert_if_red(result: dict[str, object], templates_dict: dict[str, object] | None = None) -> str:
@@ -47,8 +54,9 @@ def premarket() -> None:
         return "red"
 
     session = session_check("{{ ds }}", "{{ params.calendar }}")
-    checks = health_checks("{{ ds }}")
-    is_trading_day(session) >> checks
+    broker = broker_checks("{{ ds }}")
+    checks = health_checks("{{ ds }}", broker)
+    is_trading_day(session) >> broker
     alert_if_red(checks)
 
 

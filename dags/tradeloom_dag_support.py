@@ -1,7 +1,8 @@
 """What every tradeloom DAG shares: where the pipeline venv is, schedules' time zone, retries with
 exponential back-off and the failure e-mail. Holds no DAG; Airflow parses it and finds none.
 
-Nothing heavy is imported here: the pipeline code runs in the ML venv (`ML_VENV`), never in Airflow's.
+Nothing heavy is imported here: the pipeline code runs in the ML venv (`ML_VENV`) and the broker calls in
+the live venv (`LIVE_VENV`), never in Airflow's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 REPO = Path(__file__).resolve().parents[1]
 # The pipeline venv: torch, mlflow, dbt, GX and Evidently cannot share Airflow's dependency pins.
 ML_PYTHON = os.environ.get("TRADELOOM_ML_PYTHON", str(REPO / ".loom" / "venv-ml" / "bin" / "python"))
+# The live venv: the broker SDKs (kiteconnect, fyers-apiv3) pin requests/aiohttp versions the others cannot take.
+LIVE_PYTHON = os.environ.get("TRADELOOM_LIVE_PYTHON", str(REPO / ".loom" / "venv-live" / "bin" / "python"))
 EXCHANGE_TZ = pendulum.timezone("Asia/Kolkata")
 # Early enough to backfill the bundled history (2000-2013) on purpose; catchup stays off everywhere.
 START_DATE = pendulum.datetime(2000, 1, 3, tz=EXCHANGE_TZ)
@@ -27,6 +30,8 @@ TAGS = ["tradeloom"]
 # helper decorator) because Airflow strips only `@task.external_python(...)` from the source it ships to the
 # venv. The function imports what it needs and returns builtins (unpickled back in Airflow's venv).
 ML_VENV: dict[str, Any] = {"python": ML_PYTHON, "expect_airflow": False, "expect_pendulum": False}
+# The same for tasks that talk to the broker (history fetch, session check, instrument master refresh).
+LIVE_VENV: dict[str, Any] = {"python": LIVE_PYTHON, "expect_airflow": False, "expect_pendulum": False}
 
 
 def failure_email() -> SmtpNotifier:

@@ -29,6 +29,7 @@ from executor.bars import BarBuilder
 from executor.journal import Journal
 from executor.metrics import Metrics
 from executor.oms import Lineage, OrderManager
+from executor.policy import PolicyChampion
 from executor.settings import BrokerName, ExecutorSettings, TradingMode
 from executor.trader import BarSlice, OnnxChampion, Scorer, SmaCrossScorer, Trader
 from tradeloom.adapters.brokers.paper import PaperBroker
@@ -41,6 +42,8 @@ from tradeloom.engine.state import Universe
 from tradeloom.errors import ConfigError, DatabaseUnavailableError
 from tradeloom.features.online import OnlineFeatureEngine
 from tradeloom.features.spec import spec_hash
+from tradeloom.models.compatibility import ModelCard, ModelRefusedError
+from tradeloom.portfolio.sizing_policy import serving_rebalance
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -148,8 +151,24 @@ class ExecutorService:
 
         loaded, scorer = load_scorer(self._registry(), model.removeprefix("mlflow:"), self.features.spec.names,
                                      spec_hash(), alias=alias)
-        log.info("loaded model %s version %s (@%s)", loaded.name, loaded.version, alias)
+        log.info("loaded model %s version %s (@%s, %s)", loaded.name, loaded.version, alias, loaded.card.output_kind)
+        if loaded.card.output_kind == "target_weight":
+            return self._policy(loaded.card, scorer, loaded.name, loaded.version)
         return OnnxChampion(scorer, loaded.name, loaded.version, len(self.keys), len(self.features.spec.names))
+
+    def _policy(self, card: ModelCard, scorer: object, name: str, version: str) -> PolicyChampion:
+        """A sizing policy trades with the operator's risk limits and the sizing parameters it was evaluated
+        with; one that may go short is refused unless the engine allows shorts."""
+        engine = self.settings.engine
+        if card.allow_short and not engine.signal.allow_short:
+            raise ModelRefusedError(f"model {name!r} version {version}: allow_short=True, but the executor's "
+                                    f"engine.signal.allow_short is False; expected a long-only policy")
+        if card.rebalance is not None and card.rebalance.risk != engine.risk:
+            log.warning("policy %s v%s was evaluated under other risk limits than the executor's; the "
+                        "executor's apply", name, version)
+        rebalance = serving_rebalance(card.rebalance, strategy=engine.strategy, product=engine.product,
+                                      risk=engine.risk)
+        return PolicyChampion(scorer, card, name, version, rebalance)
 
     def maybe_reload_model(self) -> bool:
         """Hot reload at a safe point (between bars): when @champion moved, load and check the new version and
@@ -231,7 +250,10 @@ class ExecutorService:
         orders, fill_ids = self.journal.load_orders()
         self.orders.adopt(orders, fill_ids)
         self.reconcile_report = self.orders.reconcile()
-        self.reconcile_report["protective_stops_restored"] = self.ensure_protection()
+        # A sizing policy's book has no protective stops (it was evaluated without): restoring one would
+        # leave a stop the portfolio step never manages.
+        self.reconcile_report["protective_stops_restored"] = (
+            0 if isinstance(self.scorer, PolicyChampion) else self.ensure_protection())
         self.journal.flush()
         self.journal.record_event("start", {"mode": self.settings.trading_mode.value, "model": self.scorer.name,
                                             "version": self.scorer.version, "reconcile": self.reconcile_report})

@@ -1,5 +1,8 @@
 """One bar close through the one engine: features -> model -> engine step -> order manager.
 
+A direction model's probabilities go through `tradeloom.engine.step.step`; a sizing policy's target weights
+(card `output_kind == "target_weight"`, `executor.policy.PolicyChampion`) through
+`tradeloom.portfolio.portfolio_step`, as in the environment it was trained and evaluated in.
 The cycle mirrors `pipelines.backtest.run_backtest` step for step (broker matching for the bar, then the
 engine on the bar's close, then cancels, then intents), so a replayed day gives the backtest's orders.
 """
@@ -12,13 +15,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from executor.journal import Journal
 from executor.oms import Lineage, OrderManager
+from executor.policy import PolicyChampion
 from tradeloom.broker import Broker
 from tradeloom.domain import IntentPurpose
 from tradeloom.engine.baselines import one_hot, sma_cross_direction
@@ -26,12 +30,15 @@ from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.state import EngineInputs, EngineState, StepResult, Universe
 from tradeloom.engine.step import step
 from tradeloom.features.online import OnlineFeatureEngine
+from tradeloom.portfolio.rebalance import RebalanceInputs, RebalanceResult, portfolio_step
+from tradeloom.portfolio.sizing_policy import book_equity, state_features
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 # Engine rules read these names; the feature spec calls them by their full names.
 FEATURE_ALIASES = {"atr": "atr_14", "realised_vol": "rvol_20"}
 WORKING = frozenset({IntentPurpose.ENTRY, IntentPurpose.EXIT, IntentPurpose.SQUARE_OFF})
+Decision = TypeVar("Decision", StepResult, RebalanceResult)
 
 
 class Scorer(Protocol):
@@ -119,6 +126,7 @@ class Trader:
         self.last_step_seconds = 0.0
         self.last_decision_seconds = 0.0
         self.bars_done = 0
+        self._index = {key: i for i, key in enumerate(universe.keys)}
 
     # -- state persistence ---------------------------------------------------------------------------------
     def _load_state(self, cash: float) -> EngineState:
@@ -143,7 +151,7 @@ class Trader:
 
     # -- the cycle -------------------------------------------------------------------------------------------
     def portfolio(self) -> tuple[npt.NDArray[np.int64], float, npt.NDArray[np.int64]]:
-        index = {key: i for i, key in enumerate(self.universe.keys)}
+        index = self._index
         positions = np.zeros(len(self.universe), dtype=np.int64)
         for position in self.broker.positions():
             if position.instrument_key in index:
@@ -151,42 +159,83 @@ class Trader:
         pending = np.array(self.orders.pending_quantities(self.universe.keys, WORKING), dtype=np.int64)
         return positions, float(self.broker.funds().available_cash), pending
 
-    def on_bar_close(self, bar: BarSlice) -> StepResult:
-        started = time.perf_counter()
+    def on_bar_close(self, bar: BarSlice) -> StepResult | RebalanceResult:
         match = getattr(self.broker, "on_bar", None)
         if match is not None:  # the paper broker matches its orders against this bar, like the backtester
             for sim in match(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume):
                 self.orders.on_fill(sim.fill)
+        # The decision clock starts after the paper exchange's matching: a live broker matches elsewhere.
+        started = time.perf_counter()
         matrix = self.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        if isinstance(self.scorer, PolicyChampion):
+            return self._finish(bar, matrix, started, *self._rebalance(bar, matrix, self.scorer))
         probabilities = self.scorer.score(matrix, bar.close)
+        positions, cash, pending = self.portfolio()
+        inputs = EngineInputs(
+            universe=self.universe, bar_at_ns=bar.bar_at_ns, open=bar.open, high=bar.high, low=bar.low,
+            close=bar.close, volume=bar.volume, probabilities=probabilities, positions=positions, cash=cash,
+            pending=pending, features=self._feature_arrays(matrix), session_day=bar.session_day,
+            minutes_to_close=bar.minutes_to_close, kill_switch=self.kill_switch,
+        )
+        result = step(self.config, self.state, inputs)
+        record = result.record.to_dict(self.universe.keys)
+        record["probabilities"] = dict(zip(self.universe.keys, np.round(probabilities, 6).tolist(), strict=True))
+        return self._finish(bar, matrix, started, result, record)
+
+    def _feature_arrays(self, matrix: FloatArray) -> dict[str, FloatArray]:
         names = self.features.spec.names
         feature_arrays = {name: matrix[:, column] for column, name in enumerate(names)}
         for alias, name in FEATURE_ALIASES.items():
             if name in feature_arrays:
                 feature_arrays[alias] = feature_arrays[name]
+        return feature_arrays
+
+    def _rebalance(self, bar: BarSlice, matrix: FloatArray,
+                   policy: PolicyChampion) -> tuple[RebalanceResult, dict[str, Any]]:
+        """The sizing policy's target weights through the portfolio step (the risk rules cap them), with the
+        book state marked exactly as the training environment marks it."""
+        if getattr(self.broker, "on_bar", None) is not None:
+            # The paper broker pushes no order updates in replay: without this the order manager would count
+            # orders filled or rejected at this bar's open as pending, and the target would be traded twice.
+            self.orders.poll()
         positions, cash, pending = self.portfolio()
-        inputs = EngineInputs(
-            universe=self.universe, bar_at_ns=bar.bar_at_ns, open=bar.open, high=bar.high, low=bar.low,
-            close=bar.close, volume=bar.volume, probabilities=probabilities, positions=positions, cash=cash,
-            pending=pending, features=feature_arrays, session_day=bar.session_day,
-            minutes_to_close=bar.minutes_to_close, kill_switch=self.kill_switch,
-        )
-        result = step(self.config, self.state, inputs)
+        marks = np.nan_to_num(np.where(np.isfinite(bar.close), bar.close, self.state.last_close))
+        equity = book_equity(positions, marks, cash)
+        book = state_features(positions, marks, equity, max(self.state.equity_peak, equity))
+        weights = policy.target_weights(matrix, book)
+        result = portfolio_step(policy.rebalance, self.state, RebalanceInputs(
+            universe=self.universe, bar_at_ns=bar.bar_at_ns, close=bar.close, positions=positions, cash=cash,
+            pending=pending, target_weights=weights, features=self._feature_arrays(matrix),
+            session_day=bar.session_day, minutes_to_close=bar.minutes_to_close, kill_switch=self.kill_switch,
+        ))
+        record: dict[str, Any] = {
+            "bar_at_ns": bar.bar_at_ns, "equity": result.equity, "output_kind": "target_weight",
+            "instruments": {key: {"target_weight": round(float(weights[i]), 6),
+                                  "position": int(positions[i]), "position_weight": round(float(book[i, 0]), 6),
+                                  "desired": int(result.desired[i]), "approved": int(result.approved[i])}
+                            for i, key in enumerate(self.universe.keys)},
+            "drawdown": round(float(book[0, 1]), 6) if len(book) else 0.0,
+            "events": [vars(event) for event in result.events],
+        }
+        return result, record
+
+    def _finish(self, bar: BarSlice, matrix: FloatArray, started: float, result: Decision,
+                record: dict[str, Any]) -> Decision:
+        """Send cancels then intents, journal the decision with its lineage, persist the engine state."""
         lineage = Lineage(
             strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns, model_name=self.scorer.name,
             model_version=self.scorer.version,
             feature_snapshot_hash=hashlib.sha256(np.nan_to_num(matrix, nan=-1e300).tobytes()).hexdigest()[:16],
         )
-        record = result.record.to_dict(self.universe.keys)
-        record["probabilities"] = {key: [round(float(p), 6) for p in probabilities[i]]
-                                   for i, key in enumerate(self.universe.keys)}
-        self.journal.record_decision(lineage, record, bar.source)
-        for client_id in result.cancels:
+        for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
             self.orders.cancel(client_id)
         self.orders.submit_all([intent for intent in result.intents
                                 if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)], lineage)
         # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
         self.last_decision_seconds = time.perf_counter() - started
+        # The decision record is audit, written off the order path: each order carries the same lineage and
+        # was made durable before it was sent; this record becomes durable with the next sync.
+        self.journal.record_decision(lineage, record, bar.source)
         self.state = result.state
         self._save_state(bar.bar_at_ns)
         self._snapshot(bar)

@@ -21,7 +21,7 @@ from tradeloom.adapters.store import (
     write_bars,
 )
 from tradeloom.errors import TradeloomError
-from tradeloom.quality import row_problems
+from tradeloom.quality import key_codes, row_problems
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def ingest(
             with conn:
                 if register_instruments and batch.instruments:
                     upsert_instruments(conn, batch.instruments)
-                known = instrument_ids(conn, {str(key) for key in good.instrument_key}) if len(good) else {}
-                ids = np.fromiter((known[str(key)] for key in good.instrument_key), dtype=np.int64, count=len(good))
+                codes, keys = key_codes(good.instrument_key)
+                known = instrument_ids(conn, keys, lock=True) if keys else {}
+                ids = np.array([known[key] for key in keys], dtype=np.int64)[codes]
                 result = write_bars(
                     conn, timeframe=batch.timeframe, source=batch.source, bars=good, ids=ids,
                     quarantine_rows=quarantine_rows, rows_received=len(bars), progress=progress,

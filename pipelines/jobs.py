@@ -54,25 +54,68 @@ def session_day(day: str, calendar: str = "XBOM") -> dict[str, Any]:
     return {"day": day, "is_session": is_session(parsed, calendar), "calendar": calendar}
 
 
-def premarket(day: str) -> dict[str, Any]:
+def premarket_broker(day: str) -> dict[str, Any]:
+    """Live venv: the broker session check and the instrument master refresh (needs the broker SDKs)."""
+    from pipelines.broker_connection import load_broker_settings
+    from pipelines.premarket import broker_checks
+    from tradeloom.errors import ConfigError
+
+    try:
+        settings = load_broker_settings()
+    except ConfigError:
+        settings = None  # broker_checks reports why, as a red check
+    checks = broker_checks(_database(), settings)
+    return {"day": day, "broker": settings.name if settings else "unconfigured",
+            "checks": {check.name: check.as_dict() for check in checks}}
+
+
+def premarket(day: str, broker: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`broker`: `premarket_broker`'s result from the live venv; None runs the broker checks here."""
     from pipelines.premarket import run_checks
 
-    return run_checks(_database(), date.fromisoformat(day))
+    return run_checks(_database(), date.fromisoformat(day), broker=broker["checks"] if broker else None)
 
 
 # -- ingest + data gate ----------------------------------------------------------------------------------
 
-def ingest_interval(logical: str, minutes: int, source: str = "synthetic") -> dict[str, Any]:
-    """Pull `source`'s bars for the interval and ingest them. `synthetic` is a seeded series continuous
-    from 2024-01-01, so any interval of it is reproducible and re-ingesting adds nothing."""
+def fetch_broker_history(logical: str, minutes: int, source: str) -> dict[str, Any]:
+    """Live venv: pull a broker's (`kite`, `fyers`) minute bars for the interval into a spool file. Other
+    sources need no fetch and pass through (the ingest step judges them)."""
+    from pipelines.broker_connection import BROKERS
+
+    if source not in BROKERS:
+        return {"source": source, "path": None, "rows": None}
+    from pipelines.broker_connection import load_broker_settings
+    from pipelines.broker_history import fetch_history
+
+    start, end = interval(logical, minutes)
+    settings = PipelineSettings()
+    result = fetch_history(Database(settings), load_broker_settings(source), start, end,
+                           settings.home / "spool" / "history")
+    return result.as_dict()
+
+
+def ingest_interval(logical: str, minutes: int, source: str = "synthetic", spool: str | None = None
+                    ) -> dict[str, Any]:
+    """Ingest `source`'s bars for the interval. `synthetic` is a seeded series continuous from 2024-01-01,
+    so any interval of it is reproducible and re-ingesting adds nothing; `kite`/`fyers` read the spool
+    file the live venv's fetch step wrote."""
+    from pipelines.broker_connection import BROKERS
     from pipelines.ingest import ingest
     from tradeloom.adapters.sources import SourceBatch
     from tradeloom.domain import Timeframe
     from tradeloom.synthetic import minute_bars, synthetic_instruments
 
     start, end = interval(logical, minutes)
+    if source in BROKERS:
+        if spool is None:
+            raise InputError(f"source={source!r} needs spool=<the fetch step's file>; got None")
+        from pipelines.broker_history import ingest_spool
+
+        landed = ingest_spool(_database(), Path(spool), f"{source}:history")
+        return {**landed, "start": start.isoformat(), "end": end.isoformat()}
     if source != "synthetic":
-        raise InputError(f"source={source!r}: only 'synthetic' is wired to the DAG (broker history pending)")
+        raise InputError(f"source={source!r}; expected 'synthetic', {' or '.join(repr(b) for b in BROKERS)}")
     settings = PipelineSettings()
     days = min((end.date() - SYNTHETIC_EPOCH).days + 2, MAX_SYNTHETIC_DAYS)
     if days <= 0:

@@ -29,14 +29,10 @@ class SummaryRow:
 
 
 def _holidays(calendar: str | None, start: datetime, end: datetime) -> frozenset[date]:
-    if calendar is None:
-        return frozenset()
-    import exchange_calendars  # heavy: only when a calendar is asked for
+    from pipelines.validate_frames import holidays  # pandas: only when a calendar is asked for
 
-    cal = exchange_calendars.get_calendar(calendar, start=start.date().isoformat(), end=end.date().isoformat())
-    return frozenset(day.date() for day in cal.regular_holidays.holidays(start.date(), end.date())) | frozenset(
-        day.date() for day in cal.adhoc_holidays if start.date() <= day.date() <= end.date()
-    )
+    days = holidays(calendar, start.year, end.year)
+    return frozenset(day for day in days if start.date() <= day <= end.date())
 
 
 def summarise(db: Database) -> list[SummaryRow]:

@@ -207,7 +207,9 @@ def holidays(calendar: str | None, first_year: int, last_year: int) -> frozenset
 
     lo, hi = date(first_year, 1, 1), date(last_year, 12, 31)
     cal = exchange_calendars.get_calendar(calendar, start=lo.isoformat(), end=hi.isoformat())
-    regular = frozenset(day.date() for day in cal.regular_holidays.holidays(lo, hi))
+    # XBOM lists every holiday as ad hoc and has no regular-holiday rules (regular_holidays is None).
+    rules = cal.regular_holidays
+    regular = frozenset(day.date() for day in rules.holidays(lo, hi)) if rules is not None else frozenset()
     return regular | frozenset(day.date() for day in cal.adhoc_holidays if lo <= day.date() <= hi)
 
 

@@ -12,13 +12,52 @@
         "create unique index if not exists labels_key on {{ this }} (instrument_id, timeframe, bar_at)",
     ],
 ) }}
+-- depends_on: {{ ref('stg_market__instruments') }}
 {%- set labels = feature_spec().labels -%}
 {%- set horizon = labels.horizon -%}
+{%- set resume = is_incremental() and var('start') is none %}
 
-with bars as (
-    select instrument_id, timeframe, bar_at, close
-    from {{ ref('int_bars_adjusted') }}
-    where timeframe in ({{ quoted_list(var('feature_timeframes')) }})
+with
+{%- if resume %}
+rewrite as (
+    -- Per series: rewrite from the first row still waiting for its forward bars, the h-th last row
+    -- (the whole series when it has fewer rows).
+    select
+        instruments.instrument_id,
+        timeframes.timeframe,
+        coalesce(waiting.bar_at, '-infinity'::timestamptz) as rewrite_from
+    from {{ ref('stg_market__instruments') }} as instruments
+    cross join (values
+        {%- for timeframe in var('feature_timeframes') %}
+        ('{{ timeframe }}'){{ "," if not loop.last }}
+        {%- endfor %}
+    ) as timeframes (timeframe)
+    left join lateral (
+        select built.bar_at from {{ this }} as built
+        where built.instrument_id = instruments.instrument_id and built.timeframe = timeframes.timeframe
+        order by built.bar_at desc
+        offset {{ horizon - 1 }}
+        limit 1
+    ) as waiting on true
+),
+{%- endif %}
+
+bars as (
+    {%- if resume %}
+    -- Per series through the index (lateral), whatever the planner's statistics on fresh tables say.
+    select bars.instrument_id, bars.timeframe, bars.bar_at, bars.close
+    from rewrite
+    cross join lateral (
+        select adjusted.instrument_id, adjusted.timeframe, adjusted.bar_at, adjusted.close
+        from {{ ref('int_bars_adjusted') }} as adjusted
+        where adjusted.instrument_id = rewrite.instrument_id and adjusted.timeframe = rewrite.timeframe
+            and adjusted.bar_at >= rewrite.rewrite_from
+    ) as bars
+    {%- else %}
+    select bars.instrument_id, bars.timeframe, bars.bar_at, bars.close
+    from {{ ref('int_bars_adjusted') }} as bars
+    where bars.timeframe in ({{ quoted_list(var('feature_timeframes')) }})
+    {%- endif %}
 ),
 
 forward as (
@@ -30,10 +69,19 @@ forward as (
         ln(lead(bars.close, {{ horizon }}) over series_window / bars.close) as forward_log_return,
         {{ labels.threshold_vol_multiple }} * features.{{ labels.vol_feature }} * sqrt({{ horizon }}) as threshold
     from bars
+    {%- if resume %}
+    cross join lateral (
+        select built.{{ labels.vol_feature }}
+        from {{ ref('features') }} as built
+        where built.instrument_id = bars.instrument_id and built.timeframe = bars.timeframe
+            and built.bar_at = bars.bar_at
+    ) as features
+    {%- else %}
     inner join {{ ref('features') }} as features
         on features.instrument_id = bars.instrument_id
         and features.timeframe = bars.timeframe
         and features.bar_at = bars.bar_at
+    {%- endif %}
     window series_window as (partition by bars.instrument_id, bars.timeframe order by bars.bar_at)
 ),
 
@@ -56,22 +104,7 @@ final as (
 
 select final.*
 from final
-{%- if is_incremental() %}
-left join (
-    -- Rewrite from the first row still waiting for its forward bars (or after the last row).
-    select
-        instrument_id,
-        timeframe,
-        coalesce(min(bar_at) filter (where forward_return is null), max(bar_at) + interval '1 microsecond')
-            as rewrite_from
-    from {{ this }}
-    group by instrument_id, timeframe
-) as built on built.instrument_id = final.instrument_id and built.timeframe = final.timeframe
-{%- endif %}
 where true
-{%- if is_incremental() and var('start') is none %}
-    and (built.rewrite_from is null or final.bar_at >= built.rewrite_from)
-{%- endif %}
 {%- if var('start') is not none %}
     and final.bar_at >= '{{ var("start") }}'::timestamptz
 {%- endif %}

@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -31,11 +31,12 @@ from tradeloom.engine import BrokerConfig, EngineState, RiskConfig, SimulatedBro
 from tradeloom.errors import InputError
 from tradeloom.portfolio.config import RebalanceConfig
 from tradeloom.portfolio.rebalance import RebalanceInputs, portfolio_step
+from tradeloom.portfolio.sizing_policy import STATE_FEATURES, book_equity, state_features
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-STATE_FEATURES = ("rl_position_weight", "rl_drawdown")
 CLIP = 10.0
+__all__ = ["CLIP", "STATE_FEATURES", "EnvConfig", "EnvData", "PositionSizingEnv"]
 
 
 class EnvConfig(BaseModel):
@@ -78,6 +79,10 @@ class EnvData:
     probabilities: FloatArray | None = None  # (T, 3) down/flat/up from the supervised model, if used
     feature_mean: FloatArray | None = None  # from the training window; None: this window's own
     feature_std: FloatArray | None = None
+    # The executor's session calendar (`tradeloom.calendars.session_context`) when the data came from it;
+    # None: the UTC day, no minutes-to-close (daily bars).
+    session_day: IntArray | None = None
+    minutes_to_close: FloatArray | None = None
 
     def __post_init__(self) -> None:
         t = self.close.shape[0]
@@ -92,16 +97,17 @@ class EnvData:
         return int(self.close.shape[0])
 
     def rows(self, rows: IntArray) -> EnvData:
-        return EnvData(self.key, self.bar_at_ns[rows], self.open[rows], self.high[rows], self.low[rows],
-                       self.close[rows], self.volume[rows], self.features[rows], self.feature_names,
-                       None if self.probabilities is None else self.probabilities[rows],
-                       self.feature_mean, self.feature_std)
+        return replace(self, bar_at_ns=self.bar_at_ns[rows], open=self.open[rows], high=self.high[rows],
+                       low=self.low[rows], close=self.close[rows], volume=self.volume[rows],
+                       features=self.features[rows],
+                       probabilities=None if self.probabilities is None else self.probabilities[rows],
+                       session_day=None if self.session_day is None else self.session_day[rows],
+                       minutes_to_close=None if self.minutes_to_close is None else self.minutes_to_close[rows])
 
     def standardised_by(self, other: EnvData) -> EnvData:
         """This window with `other`'s feature mean/std (a test window uses its training window's)."""
         mean, std = other.normalisation()
-        return EnvData(self.key, self.bar_at_ns, self.open, self.high, self.low, self.close, self.volume,
-                       self.features, self.feature_names, self.probabilities, mean, std)
+        return replace(self, feature_mean=mean, feature_std=std)
 
     def normalisation(self) -> tuple[FloatArray, FloatArray]:
         if self.feature_mean is not None and self.feature_std is not None:
@@ -154,17 +160,30 @@ class PositionSizingEnv(gym.Env[npt.NDArray[np.float32], Any]):
             raw = max(raw, 0.0)
         return raw * self.config.max_weight
 
+    def book_state(self) -> FloatArray:
+        """(position weight, drawdown) at the current close: the executor computes the same with the same
+        function (`tradeloom.portfolio.sizing_policy.state_features`) from its broker's book."""
+        close = self.data.close[self.t:self.t + 1]
+        return np.asarray(state_features(self.broker.positions, close, self.equity, self.peak)[0], dtype=np.float64)
+
     def position_weight(self) -> float:
-        close = float(self.data.close[self.t])
-        return float(self.broker.positions[0]) * close / self.equity if self.equity > 0 else 0.0
+        return float(self.book_state()[0])
+
+    def raw_observation(self) -> FloatArray:
+        """The unscaled row an exported policy graph takes (it standardises inside): features, then the
+        supervised probabilities when used, then the state."""
+        parts = [self.data.features[self.t]]
+        if self.data.probabilities is not None:
+            parts.append(self.data.probabilities[self.t])
+        parts.append(self.book_state())
+        return np.concatenate(parts)
 
     def _observation(self) -> npt.NDArray[np.float32]:
         z = (self.data.features[self.t] - self._mean) / self._std
         parts = [z]
         if self.data.probabilities is not None:
             parts.append(self.data.probabilities[self.t])
-        drawdown = 1.0 - self.equity / self.peak if self.peak > 0 else 0.0
-        parts.append(np.array([self.position_weight(), drawdown]))
+        parts.append(self.book_state())
         return np.asarray(np.clip(np.concatenate(parts), -CLIP, CLIP), dtype=np.float32)
 
     # -- gymnasium API ------------------------------------------------------------------------------------
@@ -180,12 +199,17 @@ class PositionSizingEnv(gym.Env[npt.NDArray[np.float32], Any]):
         return self._observation(), {"equity": self.equity, "t": self.t}
 
     def step(self, action: Any) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        return self.step_to_target(self.target_weight(action))
+
+    def step_to_target(self, target: float) -> tuple[npt.NDArray[np.float32], float, bool, bool, dict[str, Any]]:
+        """One bar with the target weight given directly (what a served policy graph outputs)."""
         data, t = self.data, self.t
-        target = self.target_weight(action)
         result = portfolio_step(self.config.rebalance, self.state, RebalanceInputs(
             self.universe, int(data.bar_at_ns[t]), data.close[t:t + 1], self.broker.positions.copy(),
             self.broker.cash, self.broker.pending_quantities(), np.array([target]),
-            session_day=int(data.bar_at_ns[t] // 86_400_000_000_000),
+            session_day=int(data.bar_at_ns[t] // 86_400_000_000_000 if data.session_day is None
+                            else data.session_day[t]),
+            minutes_to_close=None if data.minutes_to_close is None else data.minutes_to_close[t:t + 1],
         ))
         self.state = result.state
         self.rule_events += sum(event.action in ("blocked", "capped", "flatten") for event in result.events)
@@ -195,7 +219,7 @@ class PositionSizingEnv(gym.Env[npt.NDArray[np.float32], Any]):
         self.broker.on_bar(int(data.bar_at_ns[self.t]), data.open[self.t:self.t + 1], data.high[self.t:self.t + 1],
                            data.low[self.t:self.t + 1], data.close[self.t:self.t + 1], data.volume[self.t:self.t + 1])
         previous_equity, previous_drawdown = self.equity, 1.0 - self.equity / self.peak
-        self.equity = self.broker.equity(data.close[self.t:self.t + 1])
+        self.equity = book_equity(self.broker.positions, data.close[self.t:self.t + 1], self.broker.cash)
         self.peak = max(self.peak, self.equity)
         bar_return = self.equity / previous_equity - 1.0 if previous_equity > 0 else -1.0
         drawdown = 1.0 - self.equity / self.peak
@@ -209,5 +233,6 @@ class PositionSizingEnv(gym.Env[npt.NDArray[np.float32], Any]):
         truncated = not terminated and self.t >= self.end
         info = {"equity": self.equity, "target_weight": target, "position": int(self.broker.positions[0]),
                 "approved_weight": float(result.approved[0]) * float(data.close[t]) / max(result.equity, 1e-12),
-                "fees": float(self.broker.fees_paid.sum()), "t": self.t}
+                "fees": float(self.broker.fees_paid.sum()), "t": self.t,
+                "intents": [(i.client_order_id, int(i.side), i.quantity) for i in result.intents]}
         return self._observation(), reward, bool(terminated), bool(truncated), info

@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pipelines.rl.agents import AgentConfig, AgentKind, deterministic_action, train_agent
-from pipelines.rl.env import STATE_FEATURES, EnvConfig, EnvData, PositionSizingEnv
+from pipelines.rl.env import EnvConfig, EnvData, PositionSizingEnv
 from tradeloom.engine.baselines import simple_moving_average
 from tradeloom.engine.metrics import Metrics, compute_metrics
 from tradeloom.errors import InvariantViolation
+from tradeloom.portfolio.sizing_policy import STATE_FEATURES
 from tradeloom.walkforward import Fold, walk_forward_splits
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Policy = Callable[[npt.NDArray[np.float32], PositionSizingEnv], Any]  # observation -> action
+TargetPolicy = Callable[[PositionSizingEnv], float]  # the env at a bar close -> target weight
 
 
 @dataclass
@@ -37,20 +39,45 @@ class Episode:
     target_weights: FloatArray
     fees: float
     rule_events: int
+    intents: list[tuple[str, int, int]] = field(default_factory=list)  # (client order id, side, quantity)
 
 
 def run_policy(data: EnvData, config: EnvConfig, policy: Policy) -> Episode:
     """One deterministic pass over every bar of `data` from fresh cash."""
+    return _run(data, config, lambda observation, env: env.step(policy(observation, env)))
+
+
+def run_target_policy(data: EnvData, config: EnvConfig, policy: TargetPolicy) -> Episode:
+    """As `run_policy`, for a policy that gives the target weight itself (a served graph, see `served_policy`)."""
+    return _run(data, config, lambda observation, env: env.step_to_target(policy(env)))
+
+
+def served_policy(scorer: Any) -> TargetPolicy:
+    """The registered ONNX policy (`OnnxScorer` of a `target_weight` card) exactly as the executor serves it:
+    the unscaled observation row in, `raw_probabilities` out, bounded by the card."""
+    from tradeloom.portfolio.sizing_policy import bounded_targets
+
+    def target(env: PositionSizingEnv) -> float:
+        raw = np.asarray(scorer.raw_probabilities(env.raw_observation()[None, :]), dtype=np.float64)
+        return float(bounded_targets(raw[:, 0], max_weight=scorer.card.max_weight,
+                                     allow_short=scorer.card.allow_short)[0])
+
+    return target
+
+
+def _run(data: EnvData, config: EnvConfig,
+         advance: Callable[[npt.NDArray[np.float32], PositionSizingEnv], tuple[Any, ...]]) -> Episode:
     env = PositionSizingEnv(data, config.model_copy(update={"episode_bars": None}))
     observation, info = env.reset(seed=0)
-    equity, weights = [float(info["equity"])], []
+    equity, weights, intents = [float(info["equity"])], [], []
     done = False
     while not done:
-        observation, _, terminated, truncated, info = env.step(policy(observation, env))
+        observation, _, terminated, truncated, info = advance(observation, env)
         equity.append(float(info["equity"]))
         weights.append(float(info["target_weight"]))
+        intents.extend(info["intents"])
         done = terminated or truncated
-    return Episode(np.asarray(equity), np.asarray(weights), float(info["fees"]), env.rule_events)
+    return Episode(np.asarray(equity), np.asarray(weights), float(info["fees"]), env.rule_events, intents)
 
 
 def constant(weight: float) -> Policy:
@@ -189,7 +216,7 @@ def register_policy(target: Any, agent: Any, kind: AgentKind, train: EnvData, en
     card = policy_card(name=name, agent=kind, feature_names=names, spec_hash=spec_hash,
                        state_feature_names=STATE_FEATURES,
                        action_levels=tuple(float(x) for x in levels) if kind == "dqn" else (),
-                       max_weight=config.max_weight, allow_short=config.allow_short)
+                       max_weight=config.max_weight, allow_short=config.allow_short, rebalance=config.rebalance)
     del env  # built only to validate the config against the data
     k = len(train.feature_names)
     example = np.zeros((2, len(names)), dtype=np.float32)

@@ -12,7 +12,10 @@ How the executor maps the output (the card's `output_kind` tells it which path t
   (`rl_position_weight` = position x close / equity, `rl_drawdown` = 1 - equity / peak; listed in
   `state_feature_names`), appended after the online features in `feature_names` order; the output is
   the target position as a fraction of equity, handed to `tradeloom.portfolio.portfolio_step` as a
-  one-instrument target weight, whose risk rules cap it and whose intents go to the broker. The
+  one-instrument target weight, whose risk rules cap it and whose intents go to the broker. The card's
+  `rebalance` is the environment's (cash buffer, minimum trade): the executor keeps those and puts its own
+  strategy name and risk limits in (`tradeloom.portfolio.sizing_policy.serving_rebalance`); both sides
+  compute the state with `tradeloom.portfolio.sizing_policy.state_features` (`executor.policy`). The
   executor must not feed this output to `OnnxScorer.predict_proba` (temperature scaling of a
   probability vector): it reads `raw_probabilities`, which returns the named output unchanged.
 """
@@ -28,6 +31,7 @@ import numpy.typing as npt
 import torch
 
 from tradeloom.models.compatibility import ModelCard
+from tradeloom.portfolio.config import RebalanceConfig
 
 FloatArray = npt.NDArray[np.float64]
 OUTPUT_NAME = "target_weight"
@@ -36,12 +40,12 @@ ONNX_OPSET = 17
 
 def policy_card(*, name: str, agent: Literal["ppo", "dqn"], feature_names: tuple[str, ...], spec_hash: str,
                 state_feature_names: tuple[str, ...], action_levels: tuple[float, ...], max_weight: float,
-                allow_short: bool) -> ModelCard:
+                allow_short: bool, rebalance: RebalanceConfig | None = None) -> ModelCard:
     """The card of a sizing policy: one observation row in, a target weight out; the last inputs are state."""
     return ModelCard(name=name, kind=f"rl_{agent}", feature_names=feature_names, feature_spec_hash=spec_hash,
                      window=1, output_name=OUTPUT_NAME, output_kind="target_weight",
                      state_feature_names=state_feature_names, action_levels=action_levels, max_weight=max_weight,
-                     allow_short=allow_short)
+                     allow_short=allow_short, rebalance=rebalance)
 
 
 class PolicyTargetWeight(torch.nn.Module):

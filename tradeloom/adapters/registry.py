@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from tradeloom.errors import ConfigError, DatabaseUnavailableError
-from tradeloom.models.compatibility import ModelCard, ModelRefusedError, check_compatible, parse_card
+from tradeloom.models.compatibility import (
+    ModelCard,
+    ModelRefusedError,
+    check_compatible,
+    check_policy_compatible,
+    parse_card,
+)
 from tradeloom.models.gate import CandidateSummary
 
 log = logging.getLogger(__name__)
@@ -257,9 +263,15 @@ def load_onnx(target: RegistryTarget, name: str, alias: str = CHAMPION) -> Loade
 
 def load_scorer(target: RegistryTarget, name: str, feature_names: Sequence[str], spec_hash: str,
                 alias: str = CHAMPION) -> tuple[LoadedModel, Any]:
-    """The served model and its scorer, after the feature spec and signature checks (raise ModelRefusedError)."""
+    """The served model and its scorer, after the feature spec and signature checks (raise ModelRefusedError).
+
+    A sizing policy (`output_kind="target_weight"`) is checked against the online features followed by the
+    portfolio state features; read it with `raw_probabilities`, never `predict_proba`."""
     from tradeloom.adapters.onnx_model import OnnxScorer
 
     loaded = load_onnx(target, name, alias)
-    check_compatible(loaded.card, tuple(feature_names), spec_hash)
+    if loaded.card.output_kind == "target_weight":
+        check_policy_compatible(loaded.card, tuple(feature_names), spec_hash)
+    else:
+        check_compatible(loaded.card, tuple(feature_names), spec_hash)
     return loaded, OnnxScorer(loaded.onnx_bytes, loaded.card)

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -55,6 +55,87 @@ class HistorySource(Protocol):
     def history(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> SourceBatch:
         """Bars of `instrument` with `start <= bar_at < end`."""
         ...
+
+
+class BarHistoryBroker(Protocol):
+    """What a broker adapter offers for history (`KiteBroker`, `FyersBroker`)."""
+
+    name: str
+
+    def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime
+                        ) -> BarColumns: ...
+
+
+# Longest span one history request may cover (Kite: 60 days of minutes, Fyers: 100); chunks stay under both.
+MAX_REQUEST_SPAN = {Timeframe.MINUTE: timedelta(days=30), Timeframe.HOUR: timedelta(days=180),
+                    Timeframe.DAY: timedelta(days=1800)}
+
+
+@dataclass(frozen=True)
+class BrokerHistory:
+    """`HistorySource` over a broker adapter: long spans split into requests the broker accepts, and
+    `start <= bar_at < end` enforced here (Kite's `to` is inclusive, so the boundary bar would repeat)."""
+
+    broker: BarHistoryBroker
+
+    @property
+    def name(self) -> str:
+        return f"{self.broker.name}:history"
+
+    def history(self, instrument: Instrument, timeframe: Timeframe, start: datetime, end: datetime) -> SourceBatch:
+        if start.tzinfo is None or end.tzinfo is None:
+            raise InputError(f"history of {instrument.key}: start={start!r}/end={end!r} need a time zone")
+        span = MAX_REQUEST_SPAN[timeframe]
+        parts: list[BarColumns] = []
+        at = start
+        while at < end:
+            upto = min(at + span, end)
+            parts.append(self.broker.historical_bars(instrument.key, timeframe, at, upto))
+            at = upto
+        bars = concat_bars(parts)
+        low, high = int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9
+        bars = bars.take((bars.bar_at >= low) & (bars.bar_at < high))
+        # Chunk edges overlap by one bar: keep the first copy of each timestamp.
+        _, first = np.unique(bars.bar_at, return_index=True)
+        return SourceBatch(source=self.name, timeframe=timeframe, bars=bars.take_order(np.sort(first)),
+                           instruments=(instrument,))
+
+
+def concat_bars(parts: Sequence[BarColumns]) -> BarColumns:
+    if not parts:
+        empty = np.empty(0, dtype=np.float64)
+        return BarColumns(np.empty(0, dtype=object), np.empty(0, dtype=np.int64), empty, empty.copy(), empty.copy(),
+                          empty.copy(), empty.copy())
+    return BarColumns(*(np.concatenate([getattr(part, name) for part in parts])
+                        for name in ("instrument_key", "bar_at", "open", "high", "low", "close", "volume")))
+
+
+SPOOL_COLUMNS = ("instrument", "bar_at", "open", "high", "low", "close", "volume")
+
+
+def write_spool(bars: BarColumns, path: Path) -> Path:
+    """Bars as a Parquet file (UTC timestamps): the hand-over between the venv that talks to the broker
+    and the venv that ingests. Written to a temporary name and renamed, so a reader never sees half."""
+    frame = pl.DataFrame({
+        "instrument": pl.Series(bars.instrument_key.astype(str), dtype=pl.String),
+        "bar_at": pl.Series(bars.bar_at, dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
+        **{name: pl.Series(getattr(bars, name), dtype=pl.Float64) for name in ("open", "high", "low", "close",
+                                                                                "volume")},
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".part")
+    frame.write_parquet(temporary)
+    temporary.replace(path)
+    return path
+
+
+def read_spool(path: Path, *, source: str, timeframe: Timeframe) -> SourceBatch:
+    """A spool file written by `write_spool` as a batch from `source`."""
+    if not path.is_file():
+        raise InputError(f"spool file not found: {path}; expected the fetch step to have written it")
+    frame = pl.read_parquet(path)
+    return frame_to_batch(frame, source=source, timeframe=timeframe, columns={}, instrument_key=None,
+                          symbol_column="instrument", timezone="UTC", where=str(path))
 
 
 def _zone(name: str, option: str) -> ZoneInfo:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -12,13 +11,13 @@ from decimal import Decimal
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
 from tradeloom.adapters.db import Connection
+from tradeloom.adapters.pg_copy import BAR_COPY_COLUMNS, BarCopyStream
 from tradeloom.domain import Instrument, Segment, Timeframe
 from tradeloom.errors import DatabaseUnavailableError, InputError
 from tradeloom.quality import BarColumns
@@ -51,13 +50,17 @@ def upsert_instruments(conn: Connection, instruments: Iterable[Instrument]) -> i
     return len(rows)
 
 
-def instrument_ids(conn: Connection, keys: Iterable[str]) -> dict[str, int]:
-    """Ids of the given EXCHANGE:SYMBOL keys; raises InputError naming any unknown key."""
+def instrument_ids(conn: Connection, keys: Iterable[str], *, lock: bool = False) -> dict[str, int]:
+    """Ids of the given EXCHANGE:SYMBOL keys; raises InputError naming any unknown key.
+
+    With `lock`, the instrument rows stay key-share locked until the caller's transaction ends (what a
+    foreign key check does per inserted row, done once per instrument), so none can vanish under a batch.
+    """
     wanted = sorted(set(keys))
     with conn.cursor() as cur:
         cur.execute(
             "select exchange || ':' || symbol, instrument_id from instruments"
-            " where exchange || ':' || symbol = any(%s)",
+            " where exchange || ':' || symbol = any(%s)" + (" for key share" if lock else ""),
             (wanted,),
         )
         found = {str(key): int(ident) for key, ident in cur.fetchall()}
@@ -80,41 +83,6 @@ class WriteResult:
     checksum: str
 
 
-class _ProgressReader(io.RawIOBase):
-    """Feeds COPY from a bytes buffer, reporting bytes sent so long loads can show progress."""
-
-    def __init__(self, data: bytes, progress: Callable[[int], None] | None) -> None:
-        self._view = memoryview(data)
-        self._offset = 0
-        self._progress = progress
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else min(len(self._view), self._offset + size)
-        chunk = bytes(self._view[self._offset:end])
-        self._offset = end
-        if self._progress is not None and chunk:
-            self._progress(len(chunk))
-        return chunk
-
-
-def bars_copy_payload(bars: BarColumns, ids: npt.NDArray[np.int64], source: str, batch_id: int) -> bytes:
-    """Tab-separated COPY text in the raw tables' column order.
-
-    polars writes floats as shortest round-trip text, so nothing is lost on the way in.
-    """
-    if "\t" in source or "\n" in source or "\\" in source:
-        raise InputError(f"source name {source!r} must not contain tabs, newlines or backslashes")
-    frame = pl.DataFrame({
-        "instrument_id": ids,
-        "bar_at": pl.from_epoch(pl.Series(bars.bar_at // 1000), time_unit="us").dt.replace_time_zone("UTC"),
-        "open": bars.open, "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume,
-    }).with_columns(pl.lit(source).alias("source"), pl.lit(batch_id).alias("ingest_batch_id"))
-    return frame.write_csv(separator="\t", include_header=False, datetime_format="%Y-%m-%d %H:%M:%S%.6f%z").encode()
-
-
 def content_checksum(bars: BarColumns, ids: npt.NDArray[np.int64]) -> str:
     """sha256 of the rows' values (not of batch ids), so the same content always gives the same checksum."""
     digest = hashlib.sha256()
@@ -125,7 +93,9 @@ def content_checksum(bars: BarColumns, ids: npt.NDArray[np.int64]) -> str:
 
 # Must match chunk_time_interval in sql/004_bars.sql.
 CHUNK_SECONDS = {Timeframe.MINUTE: 7 * 86400, Timeframe.HOUR: 90 * 86400, Timeframe.DAY: 365 * 86400}
-BAR_COLUMNS = "instrument_id, bar_at, open, high, low, close, volume, source, ingest_batch_id"
+BAR_COLUMNS = BAR_COPY_COLUMNS
+# Bytes per read psycopg2 asks of the COPY source (its default, 8 kB, costs a Python call per 8 kB).
+_COPY_READ_BYTES = 1 << 20
 
 
 def _overlaps(cur: psycopg2.extensions.cursor, table: str, bars: BarColumns, ids: npt.NDArray[np.int64]) -> bool:
@@ -160,7 +130,6 @@ def write_bars(
     with conn.cursor() as cur:
         cur.execute("select nextval('ingest_batches_ingest_batch_id_seq')")
         batch_id = int(cur.fetchone()[0])  # type: ignore[index]
-        payload = bars_copy_payload(bars, ids, source, batch_id)
         checksum = content_checksum(bars, ids)
         inserted_updated: tuple[int, int] | None = None
         if not _overlaps(cur, table, bars, ids):
@@ -169,13 +138,14 @@ def write_bars(
             # makes it fail; the savepoint then falls back to the upsert below.
             cur.execute("savepoint direct_copy")
             try:
-                cur.copy_expert(f"copy {table} ({BAR_COLUMNS}) from stdin", _ProgressReader(payload, progress))
+                cur.copy_expert(f"copy {table} ({BAR_COLUMNS}) from stdin (format binary)",
+                                BarCopyStream(bars, ids, source, batch_id, progress), _COPY_READ_BYTES)
                 cur.execute("release savepoint direct_copy")
                 inserted_updated = (len(bars), 0)
             except psycopg2.errors.UniqueViolation:
                 cur.execute("rollback to savepoint direct_copy")
         if inserted_updated is None:
-            inserted_updated = _stage_and_upsert(cur, table, payload, progress)
+            inserted_updated = _stage_and_upsert(cur, table, BarCopyStream(bars, ids, source, batch_id, progress))
         inserted, updated = inserted_updated
         cur.execute(
             """
@@ -207,12 +177,10 @@ def write_bars(
     return WriteResult(batch_id, inserted, updated, len(bars) - inserted - updated, len(quarantine_rows), checksum)
 
 
-def _stage_and_upsert(
-    cur: psycopg2.extensions.cursor, table: str, payload: bytes, progress: Callable[[int], None] | None
-) -> tuple[int, int]:
+def _stage_and_upsert(cur: psycopg2.extensions.cursor, table: str, rows: BarCopyStream) -> tuple[int, int]:
     """COPY into a temp staging table, then one upsert; rows whose values are unchanged are not rewritten."""
     cur.execute(f"create temp table stage_bars (like {table} including defaults) on commit drop")
-    cur.copy_expert(f"copy stage_bars ({BAR_COLUMNS}) from stdin", _ProgressReader(payload, progress))
+    cur.copy_expert(f"copy stage_bars ({BAR_COLUMNS}) from stdin (format binary)", rows, _COPY_READ_BYTES)
     cur.execute(
         f"""
         with upserted as (

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tradeloom.errors import ConfigError
 from tradeloom.models.labels import CLASSES
+from tradeloom.portfolio.config import RebalanceConfig
+from tradeloom.portfolio.sizing_policy import STATE_FEATURES
 
 
 class ModelRefusedError(ConfigError):
@@ -35,6 +37,9 @@ class ModelCard(BaseModel):
     action_levels: tuple[float, ...] = ()  # a discrete policy's target weights (empty when continuous)
     max_weight: float = Field(default=1.0, gt=0.0)
     allow_short: bool = False
+    # The sizing parameters the policy was evaluated with (cash buffer, minimum trade); the executor keeps
+    # them and substitutes its own strategy name and risk limits. None for direction models.
+    rebalance: RebalanceConfig | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -77,3 +82,30 @@ def check_signature(card: ModelCard, onnx_input_shape: tuple[int | str | None, .
             f"model {card.name!r}: ONNX input shape {list(declared)} (after the batch axis) does not match the "
             f"card's {list(card.input_shape)} (window={card.window}, {len(card.feature_names)} features)"
         )
+
+
+def check_policy_compatible(card: ModelCard, feature_names: tuple[str, ...] | list[str], spec_hash: str) -> None:
+    """Refuse a sizing policy the executor cannot feed: its inputs must be exactly the online features in
+    the engine's order, then the portfolio state features the executor computes (`STATE_FEATURES`)."""
+    if card.output_kind != "target_weight":
+        raise ModelRefusedError(f"model {card.name!r}: output_kind {card.output_kind!r}, expected 'target_weight'")
+    if card.feature_spec_hash != spec_hash:
+        raise ModelRefusedError(
+            f"model {card.name!r}: feature_spec_hash {card.feature_spec_hash!r} differs from the online "
+            f"engine's {spec_hash!r}; retrain the policy on the current feature spec"
+        )
+    if card.state_feature_names != STATE_FEATURES:
+        raise ModelRefusedError(
+            f"model {card.name!r}: state_feature_names {list(card.state_feature_names)}, expected "
+            f"{list(STATE_FEATURES)} (the portfolio state the executor computes)"
+        )
+    expected = (*feature_names, *STATE_FEATURES)
+    if card.feature_names != expected:
+        missing = [name for name in expected if name not in card.feature_names]
+        extra = [name for name in card.feature_names if name not in expected]
+        raise ModelRefusedError(
+            f"model {card.name!r}: feature_names {list(card.feature_names)} (missing {missing}, extra {extra}, "
+            f"or a different order); expected the online features then the state: {list(expected)}"
+        )
+    if card.window != 1:
+        raise ModelRefusedError(f"model {card.name!r}: window {card.window}, expected 1 for a sizing policy")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -59,6 +59,9 @@ class FakeFyersServer:
         self.http_port = 0
         self.ws_port = 0
         self.subscribed: list[str] = []
+        # Symbol-master overrides by Fyers symbol (tests change them to see a refresh update rows).
+        self.tick_sizes: dict[str, str] = {}
+        self.lot_sizes: dict[str, int] = {}
 
     def start(self) -> FakeFyersServer:
         self.http_port = self._http.start()
@@ -84,6 +87,10 @@ class FakeFyersServer:
     @property
     def data_root(self) -> str:
         return f"http://127.0.0.1:{self.http_port}/data"
+
+    @property
+    def symbol_master_root(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/sym_details"
 
     @property
     def order_socket_url(self) -> str:
@@ -210,6 +217,9 @@ class FakeFyersServer:
     def _route(self, request: Request) -> Response:
         with self._lock:
             self.requests.append((request.method, request.path))
+        if request.path.startswith("/sym_details/"):
+            # The symbol master is public: no session header.
+            return self._symbol_master(request.path.rsplit("/", 1)[-1])
         header = request.headers.get("authorization", "")
         if not (header.startswith(self.client_id + ":") and header.split(":", 1)[1] in self.access_tokens):
             return Response.json(401, AUTH_ERROR)
@@ -268,6 +278,11 @@ class FakeFyersServer:
                     "overall": {"count_open": 0, "count_total": 0, "pl_realized": 0, "pl_total": 0, "pl_unrealized": 0},
                 },
             )
+        if path == "/api/v3/profile":
+            return Response.json(200, {"s": "ok", "code": 200, "message": "", "data": {
+                "fy_id": "XY1234", "name": "TEST TRADER", "display_name": None, "email_id": "trader@example.com",
+                "PAN": "ABCDE1234F", "pin_change_date": "", "pwd_change_date": None, "mobile_number": "9999999999",
+                "totp": False, "pwd_to_expire": 90, "ddpi_enabled": False, "mtf_enabled": False}})
         if path == "/api/v3/funds":
             return Response.json(200, {"s": "ok", "code": 200, "message": "", "fund_limit": self._funds()})
         if path == "/data/history":
@@ -345,10 +360,28 @@ class FakeFyersServer:
         start, end = int(query["range_from"]), int(query["range_to"])
         candles, price = [], 1500.0
         for at in range(start - start % step, end, step):
+            local = datetime.fromtimestamp(at, IST)
+            if local.weekday() >= 5 or (step < 86400 and not time(9, 15) <= local.time() < time(15, 30)):
+                continue  # NSE hours only, as the real history serves them
             close = price + ((at // step) % 7 - 3) * 0.05
             candles.append([at, price, max(price, close) + 0.5, min(price, close) - 0.5, close, 100.0])
             price = close
         return candles[:5000]
+
+    def _symbol_master(self, name: str) -> Response:
+        """`NSE_CM.csv` in Fyers' column order (no header): the equities this fake trades."""
+        if name != "NSE_CM.csv":
+            return Response(404, b"Not Found", content_type="text/plain")
+        lines = []
+        for number, symbol in enumerate(sorted(self.exchange.prices), start=1):
+            ticker = symbol.split(":", 1)[1]
+            scrip = 1000 + number
+            lines.append(
+                f"10100000{scrip:06d},{ticker.removesuffix('-EQ')} LIMITED,0,{self.lot_sizes.get(symbol, 1)},"
+                f"{self.tick_sizes.get(symbol, '0.05')},INE{scrip:06d}01,0915-1530|1815-1915:,2024-01-01,,{symbol},"
+                f"10,10,{scrip},{ticker.removesuffix('-EQ')},{scrip},-1.0,XX,10100000{scrip:06d},None,0,0.0"
+            )
+        return Response(200, ("\n".join(lines) + "\n").encode(), content_type="text/csv")
 
     # -- order socket -------------------------------------------------------------------------------
     def _ws_connect(self, connection: ServerConnection) -> bool:

@@ -14,8 +14,9 @@ import json
 import secrets
 import struct
 import threading
+import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -109,6 +110,13 @@ def encode_full_packet(tick: TickSpec) -> bytes:
 def encode_message(packets: list[bytes]) -> bytes:
     body = b"".join(struct.pack(">H", len(packet)) + packet for packet in packets)
     return struct.pack(">H", len(packets)) + body
+
+
+def _in_session(at: datetime, step_minutes: int) -> bool:
+    """NSE hours as Kite's history serves them: weekdays, 09:15 to 15:30 IST (day candles on weekdays)."""
+    if at.weekday() >= 5:
+        return False
+    return step_minutes >= 1440 or time(9, 15) <= at.time() < time(15, 30)
 
 
 class FakeKiteServer:
@@ -391,6 +399,11 @@ class FakeKiteServer:
         if parts == ["portfolio", "positions"]:
             net = [self._position_payload(position) for position in exchange.positions()]
             return self._ok({"net": net, "day": net})
+        if parts == ["user", "profile"]:
+            return self._ok({"user_id": "AB1234", "user_type": "individual", "email": "trader@example.com",
+                             "user_name": "Test Trader", "user_shortname": "Trader", "broker": "ZERODHA",
+                             "exchanges": ["NSE", "BSE"], "products": ["CNC", "MIS"],
+                             "order_types": ["MARKET", "LIMIT", "SL", "SL-M"], "avatar_url": None, "meta": {}})
         if parts[:2] == ["user", "margins"]:
             return self._ok(self._margins())
         if parts[:1] == ["instruments"] and (len(parts) <= 2):
@@ -504,7 +517,11 @@ class FakeKiteServer:
         candles: list[list[Any]] = []
         at, price = start, 1000.0 + token % 100
         while at < end and len(candles) < 5000:
-            open_, close = price, price + ((hash((token, at.isoformat())) % 21) - 10) * 0.05
+            if not _in_session(at, step):
+                at += timedelta(minutes=step)
+                continue
+            # crc32, not hash(): the same candles in every process (hash() of text is salted per process).
+            open_, close = price, price + ((zlib.crc32(f"{token}{at.isoformat()}".encode()) % 21) - 10) * 0.05
             candles.append(
                 [
                     at.strftime("%Y-%m-%dT%H:%M:%S%z"),

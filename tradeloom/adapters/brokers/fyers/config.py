@@ -17,6 +17,8 @@ class FyersConfig(BaseModel):
     api_root: str = "https://api-t1.fyers.in/api/v3"
     data_root: str = "https://api-t1.fyers.in/data"
     order_socket_url: str = "wss://socket.fyers.in/trade/v3"
+    # The symbol master is a public CSV per segment (NSE_CM.csv, ...), outside the SDK.
+    symbol_master_root: str = "https://public.fyers.in/sym_details"
     # The SDK writes fyersApi.log / fyersRequests.log / fyersOrderSocket.log here, never the CWD.
     log_dir: Path = Path(".loom/logs/fyers")
     timeout_seconds: float = Field(default=7.0, gt=0)

@@ -7,9 +7,11 @@ so one process talks to one Fyers endpoint. It sets no HTTP timeout: we mount on
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +27,7 @@ from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.adapters.brokers.retry import retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback
-from tradeloom.domain import Fill, OrderIntent, OrderType, Timeframe
+from tradeloom.domain import Fill, Instrument, OrderIntent, OrderType, Timeframe
 from tradeloom.errors import ConfigError, InputError, TransientBrokerError
 from tradeloom.quality import BarColumns
 
@@ -212,6 +214,42 @@ class FyersBroker:
 
     def funds(self) -> Funds:
         return parsing.parse_funds(list(self._read("funds", self._model.funds)["fund_limit"]))
+
+    def profile(self) -> dict[str, str]:
+        """Who the session belongs to: an authenticated call that proves the access token works today."""
+        data = self._read("profile", self._model.get_profile).get("data") or {}
+        return {"user_id": str(data.get("fy_id") or ""), "broker": "FYERS"}
+
+    def use_instruments(self, instruments: Iterable[Instrument]) -> None:
+        """Take Fyers symbols from our own instrument master."""
+        for instrument in instruments:
+            if instrument.fyers_symbol:
+                self.symbols.add(instrument.key, instrument.fyers_symbol)
+
+    def symbol_master(self, segment: str = "NSE_CM") -> list[Instrument]:
+        """The segment's equities from Fyers' public symbol master CSV (a plain download, no session)."""
+        url = f"{self.config.symbol_master_root.rstrip('/')}/{segment}.csv"
+
+        def download() -> str:
+            self.read_bucket.acquire()
+            try:
+                # A plain request: the SDK session must not carry our session header to another host.
+                response = requests.get(url, timeout=self.config.timeout_seconds)
+            except requests.RequestException as error:
+                raise TransientBrokerError(f"fyers symbol master {segment}: {type(error).__name__}") from error
+            if response.status_code >= 500 or response.status_code == 429:
+                raise TransientBrokerError(f"fyers symbol master {segment}: HTTP {response.status_code}; retry later")
+            if response.status_code != 200:
+                raise InputError(f"fyers symbol master segment={segment!r}: HTTP {response.status_code} from {url}; "
+                                 "expected a segment such as NSE_CM or BSE_CM")
+            return str(response.text)
+
+        config = self.config
+        text = retry_transient(download, config.read_retry_attempts, config.backoff_seconds, config.max_backoff_seconds)
+        instruments = [parsed for row in csv.reader(io.StringIO(text))
+                       if (parsed := parsing.parse_master_row(row, self.symbols)) is not None]
+        self.use_instruments(instruments)
+        return instruments
 
     # -- market data -----------------------------------------------------------------------------------
     def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime) -> BarColumns:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds
-from tradeloom.domain import Fill, OrderIntent, OrderState, OrderType, ProductType, Side, Timeframe
+from tradeloom.domain import Fill, Instrument, OrderIntent, OrderState, OrderType, ProductType, Segment, Side, Timeframe
 from tradeloom.errors import InputError
 from tradeloom.quality import BarColumns
 
@@ -58,6 +58,10 @@ class SymbolMap:
 
     def from_fyers(self, symbol: str) -> str:
         return self._from_fyers.get(symbol) or symbol.removesuffix("-EQ")
+
+    def add(self, instrument_key: str, fyers_symbol: str) -> None:
+        self._to_fyers[instrument_key] = fyers_symbol
+        self._from_fyers[fyers_symbol] = instrument_key
 
 
 def client_tag(raw: Any) -> str | None:
@@ -181,3 +185,31 @@ def parse_candles(candles: list[list[Any]], instrument_key: str) -> BarColumns:
         close=array[:, 4].copy(),
         volume=array[:, 5].copy(),
     )
+
+
+# Symbol master CSV columns (no header), Fyers docs "Symbol Master": the ones we read.
+MASTER_LOT_SIZE, MASTER_TICK_SIZE, MASTER_TICKER, MASTER_INSTRUMENT_TYPE = 3, 4, 9, 2
+# Exchange instrument types of the capital-market segment we trade: 0 = EQ.
+MASTER_EQUITY_TYPES = frozenset({"0"})
+
+
+def parse_master_row(row: list[str], symbols: SymbolMap) -> Instrument | None:
+    """One symbol-master row as an NSE/BSE equity instrument carrying its Fyers symbol; None for others."""
+    if len(row) <= MASTER_TICKER or row[MASTER_INSTRUMENT_TYPE].strip() not in MASTER_EQUITY_TYPES:
+        return None
+    ticker = row[MASTER_TICKER].strip()
+    key = symbols.from_fyers(ticker)
+    exchange, _, symbol = key.partition(":")
+    if not exchange or not symbol:
+        return None
+    try:
+        tick, lot = Decimal(row[MASTER_TICK_SIZE].strip()), int(float(row[MASTER_LOT_SIZE]))
+    except (ArithmeticError, ValueError):
+        log.warning("fyers symbol master: row for %r has tick %r / lot %r; skipped", ticker,
+                    row[MASTER_TICK_SIZE], row[MASTER_LOT_SIZE])
+        return None
+    if tick <= 0 or lot <= 0:
+        return None
+    return Instrument(exchange=exchange, symbol=symbol, segment=Segment.EQUITY, tick_size=tick, lot_size=lot,
+                      currency="INR", timezone="Asia/Kolkata", session_open=time(9, 15), session_close=time(15, 30),
+                      calendar="XBOM", fyers_symbol=ticker)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -197,6 +197,11 @@ class KiteBroker:
     def funds(self) -> Funds:
         return parsing.parse_funds(self._read("margins", self._client.margins))
 
+    def profile(self) -> dict[str, str]:
+        """Who the session belongs to: an authenticated call that proves the access token works today."""
+        payload = self._read("profile", self._client.profile)
+        return {"user_id": str(payload.get("user_id") or ""), "broker": str(payload.get("broker") or "ZERODHA")}
+
     # -- market data ------------------------------------------------------------------------------
     def instruments(self, exchange: str | None = None) -> list[Instrument]:
         rows = self._read("instruments", lambda: self._client.instruments(exchange))
@@ -206,6 +211,13 @@ class KiteBroker:
                 self._keys_by_token[instrument.kite_token] = instrument.key
                 self._tokens_by_key[instrument.key] = instrument.kite_token
         return instruments
+
+    def use_instruments(self, instruments: Iterable[Instrument]) -> None:
+        """Take instrument tokens from our own instrument master (no download of Kite's)."""
+        for instrument in instruments:
+            if instrument.kite_token is not None:
+                self._keys_by_token[instrument.kite_token] = instrument.key
+                self._tokens_by_key[instrument.key] = instrument.kite_token
 
     def instrument_token(self, instrument_key: str) -> int:
         if not self._tokens_by_key:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from soak_restart import KEYS, NS, PYTHON, _check, _follow_prices, _prepare  # noqa: E402
+from soak_restart import KEYS, NS, PYTHON, _check, _follow_prices, _prepare, write_executor_config  # noqa: E402
 
 from tradeloom.adapters.brokers.fakes.faults import Fault  # noqa: E402
 from tradeloom.adapters.brokers.fakes.kite_server import FakeKiteServer, Listing  # noqa: E402
@@ -87,18 +87,9 @@ def run_fault_matrix(database: str = "tradeloom_faults", days: int = 2, spacing:
     with FakeKiteServer(listings=listings) as server, tempfile.TemporaryDirectory() as scratch:
         server.faults.slow_seconds = 1.0
         state_root = Path(scratch) / "executor"
-        config = {
-            "trading_mode": "replay", "broker": "kite", "home": str(ROOT / ".loom"), "state_root": str(state_root),
-            "database_name": database, "instruments": KEYS, "timeframe": "1m", "model": "baseline:sma_cross",
-            "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False,
-            "engine": {"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}},
-            "kite": {"api_key": server.api_key, "api_secret": server.api_secret,
-                     "access_token": server.issue_access_token(), "root": server.root, "ws_root": server.ws_root,
-                     "backoff_seconds": 0.05, "timeout_seconds": 0.6, "reads_per_second": 200.0,
-                     "orders_per_second": 50.0},
-        }
-        config_file = Path(scratch) / "executor.json"
-        config_file.write_text(json.dumps(config), encoding="utf-8")
+        config_file = write_executor_config(
+            Path(scratch), server, database, timeout_seconds=0.6,
+            engine={"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}})
         stop = threading.Event()
         follower = threading.Thread(target=_follow_prices, args=(server, matrix, state_root / "faults" /
                                                                  "engine-state.json", stop), daemon=True)

@@ -120,6 +120,23 @@ def _check(server: FakeKiteServer, db: Database, strategy: str) -> Counter[str]:
     return problems
 
 
+def write_executor_config(scratch: Path, server: FakeKiteServer, database: str, *, engine: dict[str, object],
+                          **kite: float) -> Path:
+    """A replay executor on the baseline model trading KEYS through the fake Kite server."""
+    config = {
+        "trading_mode": "replay", "broker": "kite", "home": str(ROOT / ".loom"),
+        "state_root": str(scratch / "executor"), "database_name": database, "instruments": KEYS, "timeframe": "1m",
+        "model": "baseline:sma_cross", "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False,
+        "engine": engine,
+        "kite": {"api_key": server.api_key, "api_secret": server.api_secret,
+                 "access_token": server.issue_access_token(), "root": server.root, "ws_root": server.ws_root,
+                 "backoff_seconds": 0.05, "reads_per_second": 200.0, "orders_per_second": 50.0, **kite},
+    }
+    path = scratch / "executor.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
 def run_soak(restarts: int, seed: int = 1, database: str = "tradeloom_soak", days: int = 3,
              min_delay: float = 2.5, max_delay: float = 7.0) -> SoakResult:
     rng = random.Random(seed)
@@ -128,16 +145,7 @@ def run_soak(restarts: int, seed: int = 1, database: str = "tradeloom_soak", day
     result = SoakResult(failures=[])
     with FakeKiteServer(listings=listings) as server, tempfile.TemporaryDirectory() as scratch:
         state_root = Path(scratch) / "executor"
-        config = {
-            "trading_mode": "replay", "broker": "kite", "home": str(ROOT / ".loom"), "state_root": str(state_root),
-            "database_name": database, "instruments": KEYS, "timeframe": "1m", "model": "baseline:sma_cross",
-            "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False, "engine": {"strategy": "soak"},
-            "kite": {"api_key": server.api_key, "api_secret": server.api_secret,
-                     "access_token": server.issue_access_token(), "root": server.root, "ws_root": server.ws_root,
-                     "backoff_seconds": 0.05, "reads_per_second": 200.0, "orders_per_second": 50.0},
-        }
-        config_file = Path(scratch) / "executor.json"
-        config_file.write_text(json.dumps(config), encoding="utf-8")
+        config_file = write_executor_config(Path(scratch), server, database, engine={"strategy": "soak"})
         stop = threading.Event()
         follower = threading.Thread(target=_follow_prices, args=(server, matrix, state_root / "soak" /
                                                                  "engine-state.json", stop), daemon=True)

@@ -129,6 +129,16 @@ def _count(db: Database, table: str) -> int:
     return int(row[0]) if row else 0
 
 
+def _needs_rebuild(db: Database) -> bool:
+    """A features table built before the resumable recursions lacks their state: only a full build fills it."""
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select exists (select 1 from information_schema.tables where table_name = 'features'), "
+                    "exists (select 1 from information_schema.columns where table_name = 'features' "
+                    "and column_name = 'state__bar_number')")
+        row = cur.fetchone()
+    return bool(row and row[0] and not row[1])
+
+
 def build_features(
     db: Database, *, full_refresh: bool = False, start: datetime | None = None, end: datetime | None = None,
     spec: FeatureSpec = DEFAULT_SPEC, enforce_data_gate: bool = True,
@@ -144,6 +154,9 @@ def build_features(
     if timeframes is not None:
         variables["feature_timeframes"] = list(timeframes)
     args = ["build" if run_tests else "run"]
+    if not full_refresh and _needs_rebuild(db):
+        log.warning("features table predates the stored recursion state (state__bar_number): full refresh")
+        full_refresh = True
     if full_refresh:
         args.append("--full-refresh")
     nodes = run_dbt(db, args, variables)

@@ -89,7 +89,9 @@ def run_fault_matrix(database: str = "tradeloom_faults", days: int = 2, spacing:
         state_root = Path(scratch) / "executor"
         config_file = write_executor_config(
             Path(scratch), server, database, timeout_seconds=0.6,
-            engine={"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}})
+            engine={"strategy": "faults", "stops": {"stop_loss_pct": 0.003, "trailing": True}},
+            # A short replay: lost placements must be closed (and the instrument freed) within it.
+            unconfirmed_grace_seconds=3.0)
         stop = threading.Event()
         follower = threading.Thread(target=_follow_prices, args=(server, matrix, state_root / "faults" /
                                                                  "engine-state.json", stop), daemon=True)

@@ -121,13 +121,13 @@ def _check(server: FakeKiteServer, db: Database, strategy: str) -> Counter[str]:
 
 
 def write_executor_config(scratch: Path, server: FakeKiteServer, database: str, *, engine: dict[str, object],
-                          **kite: float) -> Path:
+                          unconfirmed_grace_seconds: float = 30.0, **kite: float) -> Path:
     """A replay executor on the baseline model trading KEYS through the fake Kite server."""
     config = {
         "trading_mode": "replay", "broker": "kite", "home": str(ROOT / ".loom"),
         "state_root": str(scratch / "executor"), "database_name": database, "instruments": KEYS, "timeframe": "1m",
         "model": "baseline:sma_cross", "warmup_bars": 30, "cash": 1_000_000.0, "require_validated": False,
-        "engine": engine,
+        "engine": engine, "unconfirmed_grace_seconds": unconfirmed_grace_seconds,
         "kite": {"api_key": server.api_key, "api_secret": server.api_secret,
                  "access_token": server.issue_access_token(), "root": server.root, "ws_root": server.ws_root,
                  "backoff_seconds": 0.05, "reads_per_second": 200.0, "orders_per_second": 50.0, **kite},

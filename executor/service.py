@@ -91,7 +91,8 @@ class ExecutorService:
         self.keys = tuple(instrument.key for instrument in self.instruments)
         self.universe = Universe.of(self.instruments)
         self.broker = broker or self._make_broker()
-        self.orders = OrderManager(self.broker, self.journal, entries_allowed=self._entries_allowed)
+        self.orders = OrderManager(self.broker, self.journal, entries_allowed=self._entries_allowed,
+                                   unconfirmed_grace_seconds=settings.unconfirmed_grace_seconds)
         self.features = OnlineFeatureEngine(self.keys, self.timeframe.value)
         self.scorer = self._load_scorer()
         self.trader = Trader(

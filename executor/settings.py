@@ -57,6 +57,8 @@ class ExecutorSettings(BaseSettings):
     require_validated: bool = True
     warmup_bars: int = Field(default=200, ge=0)  # bars restored into the online features at start-up
     stale_feed_seconds: float = Field(default=30.0, gt=0)
+    # An unconfirmed placement the broker still does not know after this long never arrived: closed as rejected.
+    unconfirmed_grace_seconds: float = Field(default=30.0, gt=0)
     late_tick_grace_seconds: float = Field(default=2.0, ge=0)
     model_poll_bars: int = Field(default=5, ge=1)  # how often (in bars) to look for a moved @champion
     kill_switch_file: Path | None = None

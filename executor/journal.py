@@ -1,6 +1,7 @@
 """The executor's journal: a local spool file first (fsync'd), then TimescaleDB.
 
-Every record is appended to `spool.jsonl` and fsync'd before the executor acts on it, then applied to the
+Every record is appended to `spool.jsonl` (written through to the OS at once); orders are fsync'd before they
+are sent and everything else at the end of each bar. Records are then applied to the
 database. While the database is down, records stay in the spool (nothing is lost) and `db_healthy` is
 False (the service pauses new entries); when it comes back, `flush()` applies the backlog in order. Every
 database write is an idempotent upsert keyed by client order id, fill id or event key, so re-applying the
@@ -131,13 +132,11 @@ class Journal:
         self.outages = 0
 
     # -- writing --------------------------------------------------------------------------------------
-    def _append(self, kind: str, data: dict[str, Any], *, durable: bool = False) -> None:
-        """Append to the spool; `durable` fsyncs now (an order about to be sent), else `flush` does."""
+    def _append(self, kind: str, data: dict[str, Any]) -> None:
+        """Append to the spool, through to the OS (`sync` makes it durable)."""
         with self._lock:
             self._handle.write(json.dumps({"kind": kind, "data": data}, default=str) + "\n")
             self._handle.flush()
-            if durable:
-                os.fsync(self._handle.fileno())
             self.pending += 1
 
     def save_order(self, order: ManagedOrder) -> None:
@@ -145,8 +144,10 @@ class Journal:
         record["event_key"] = uuid.uuid4().hex
         record["detail"] = json.dumps({"message": order.status_message[:500], "unconfirmed": order.unconfirmed,
                                        "held_for_parent": order.held_for_parent})
-        # A record of a send in flight is made durable at once; new orders by `sync` before they are sent.
-        self._append("order", record, durable=order.state.value == "sent")
+        # Reaches the OS at once (a process crash loses nothing); `sync` makes new orders durable before they
+        # are sent. A SENT record needs no fsync of its own: after a machine crash an order journaled NEW is
+        # looked up at the broker by its client order id all the same (OrderManager.reconcile).
+        self._append("order", record)
 
     def sync(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -168,7 +169,8 @@ class Trader:
         started = time.perf_counter()
         matrix = self.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
         if isinstance(self.scorer, PolicyChampion):
-            return self._finish(bar, matrix, started, *self._rebalance(bar, matrix, self.scorer))
+            rebalanced, rebalance_record = self._rebalance(bar, matrix, self.scorer)
+            return self._finish(bar, matrix, started, rebalanced, lambda: rebalance_record)
         probabilities = self.scorer.score(matrix, bar.close)
         positions, cash, pending = self.portfolio()
         inputs = EngineInputs(
@@ -178,8 +180,12 @@ class Trader:
             minutes_to_close=bar.minutes_to_close, kill_switch=self.kill_switch,
         )
         result = step(self.config, self.state, inputs)
-        record = result.record.to_dict(self.universe.keys)
-        record["probabilities"] = dict(zip(self.universe.keys, np.round(probabilities, 6).tolist(), strict=True))
+
+        def record() -> dict[str, Any]:
+            out: dict[str, Any] = result.record.to_dict(self.universe.keys)
+            out["probabilities"] = dict(zip(self.universe.keys, np.round(probabilities, 6).tolist(), strict=True))
+            return out
+
         return self._finish(bar, matrix, started, result, record)
 
     def _feature_arrays(self, matrix: FloatArray) -> dict[str, FloatArray]:
@@ -220,8 +226,10 @@ class Trader:
         return result, record
 
     def _finish(self, bar: BarSlice, matrix: FloatArray, started: float, result: Decision,
-                record: dict[str, Any]) -> Decision:
-        """Send cancels then intents, journal the decision with its lineage, persist the engine state."""
+                record: Callable[[], dict[str, Any]]) -> Decision:
+        """Send cancels then intents, journal the decision with its lineage, persist the engine state; the
+        decision record (audit) is formatted after the orders are out, and the bar ends with a journal sync so
+        that the next order's write-ahead sync has only that order's records to flush."""
         lineage = Lineage(
             strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns, model_name=self.scorer.name,
             model_version=self.scorer.version,
@@ -235,10 +243,11 @@ class Trader:
         self.last_decision_seconds = time.perf_counter() - started
         # The decision record is audit, written off the order path: each order carries the same lineage and
         # was made durable before it was sent; this record becomes durable with the next sync.
-        self.journal.record_decision(lineage, record, bar.source)
+        self.journal.record_decision(lineage, record(), bar.source)
         self.state = result.state
         self._save_state(bar.bar_at_ns)
         self._snapshot(bar)
+        self.journal.sync()
         self.bars_done += 1
         self.last_step_seconds = time.perf_counter() - started
         return result

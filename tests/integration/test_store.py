@@ -212,3 +212,23 @@ def test_writer_role_writes_rows_but_cannot_drop(database: Database) -> None:
     finally:
         conn.rollback()
         conn.close()
+
+
+def test_instrument_with_minute_bars_cannot_be_deleted(clean_db: Database) -> None:
+    """bars_1m has no foreign key (sql/008, for bulk-load speed): the trigger on instruments keeps it whole."""
+    ingest(synthetic_batch(1, 1, seed=4), clean_db, register_instruments=True)
+    with (pytest.raises(psycopg2.errors.ForeignKeyViolation, match="still has rows in bars_1m"),
+          clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur):
+        cur.execute("delete from instruments where symbol = 'SYN000'")
+    with (pytest.raises(psycopg2.errors.ForeignKeyViolation, match="still has rows in bars_1m"),
+          clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur):
+        cur.execute("update instruments set instrument_id = instrument_id + 1000 where symbol = 'SYN000'")
+    assert _count(clean_db, "select count(*) from instruments where symbol = 'SYN000'") == 1
+
+
+def test_instrument_without_minute_bars_can_be_deleted(clean_db: Database) -> None:
+    ingest(synthetic_batch(1, 1, seed=4), clean_db, register_instruments=True)
+    with clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("delete from bars_1m")
+        cur.execute("delete from instruments where symbol = 'SYN000'")
+        assert cur.rowcount == 1

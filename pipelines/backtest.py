@@ -83,33 +83,42 @@ def _session_days(bar_at_ns: IntArray) -> IntArray:
     return (bar_at_ns // NS_PER_DAY).astype(np.int64)
 
 
+class _OpenTrade:
+    """A round trip being built (attributes, not dict keys: this runs once per fill)."""
+
+    __slots__ = ("cash", "entry_at", "entry_qty", "entry_value", "exit_qty", "exit_value", "fees", "position", "side")
+
+    def __init__(self, entry_at: int, side: int) -> None:
+        self.position, self.cash, self.fees = 0, 0.0, 0.0
+        self.entry_qty, self.entry_value, self.exit_qty, self.exit_value = 0, 0.0, 0, 0.0
+        self.entry_at, self.side = entry_at, side
+
+
 def trades_from_fills(fills: Sequence[SimFill], keys: tuple[str, ...]) -> list[Trade]:
     """Round trips, flat to flat, per instrument."""
     trades: list[Trade] = []
-    open_: dict[int, dict[str, Any]] = {}
+    open_: dict[int, _OpenTrade] = {}
     for sim in fills:
-        i, side, qty = sim.index, int(sim.fill.side), sim.fill.quantity
-        book = open_.setdefault(i, {"position": 0, "cash": 0.0, "fees": 0.0, "entry_qty": 0, "entry_value": 0.0,
-                                    "exit_qty": 0, "exit_value": 0.0, "entry_at": sim.fill.filled_at_ns, "side": side})
-        if book["position"] == 0:
-            book.update(entry_at=sim.fill.filled_at_ns, side=side)
-        book["cash"] -= side * qty * sim.price + sim.fees
-        book["fees"] += sim.fees
-        if side == book["side"]:
-            book["entry_qty"] += qty
-            book["entry_value"] += qty * sim.price
+        i, side, qty, price, fee = sim.index, int(sim.side), sim.quantity, sim.price, sim.fees
+        book = open_.get(i)
+        if book is None:
+            book = open_[i] = _OpenTrade(sim.filled_at_ns, side)
+        book.cash -= side * qty * price + fee
+        book.fees += fee
+        if side == book.side:
+            book.entry_qty += qty
+            book.entry_value += qty * price
         else:
-            book["exit_qty"] += qty
-            book["exit_value"] += qty * sim.price
-        book["position"] += side * qty
-        if book["position"] == 0:
-            entry_price = book["entry_value"] / book["entry_qty"]
+            book.exit_qty += qty
+            book.exit_value += qty * price
+        book.position += side * qty
+        if book.position == 0:
             trades.append(Trade(
-                keys[i], book["side"], book["entry_qty"], book["entry_at"], sim.fill.filled_at_ns, entry_price,
-                book["exit_value"] / max(book["exit_qty"], 1), book["cash"], book["fees"],
-                book["cash"] / book["entry_value"] if book["entry_value"] else 0.0,
+                keys[i], book.side, book.entry_qty, book.entry_at, sim.filled_at_ns, book.entry_value / book.entry_qty,
+                book.exit_value / max(book.exit_qty, 1), book.cash, book.fees,
+                book.cash / book.entry_value if book.entry_value else 0.0,
             ))
-            del open_[i]
+            del open_[i]  # flat: the next fill on this instrument opens a new round trip
     return trades
 
 
@@ -147,7 +156,7 @@ def run_backtest(
         bar_at = int(data.bar_at_ns[t])
         new_fills = broker.on_bar(bar_at, data.open[t], data.high[t], data.low[t], data.close[t], data.volume[t])
         for sim in new_fills:
-            traded_notional += sim.fill.quantity * sim.price
+            traded_notional += sim.quantity * sim.price
         fills.extend(new_fills)
         close = data.close[t]
         equity[t] = broker.equity(np.where(np.isfinite(close), close, state.last_close))
@@ -177,7 +186,7 @@ def run_backtest(
     last_close = np.nan_to_num(state.last_close)
     flows = np.zeros(n)
     for sim in fills:
-        flows[sim.index] -= int(sim.fill.side) * sim.fill.quantity * sim.price + sim.fees
+        flows[sim.index] -= int(sim.side) * sim.quantity * sim.price + sim.fees
     realised = np.zeros(n)
     trade_count = np.zeros(n)
     position_of = {key: i for i, key in enumerate(keys)}

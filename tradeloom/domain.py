@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 from datetime import time
 from decimal import Decimal
+from hashlib import blake2b as _blake2b
 
 
 class Timeframe(enum.StrEnum):
@@ -135,7 +135,7 @@ class Fill:
 def client_order_id(strategy: str, instrument_key: str, bar_at_ns: int, purpose: IntentPurpose, leg: int = 0) -> str:
     """Deterministic id from (strategy, symbol, bar time, intent): the same decision always maps to
     the same id. Short enough for Kite's tag (20 chars) and Fyers' orderTag."""
-    digest = hashlib.blake2b(
-        f"{strategy}|{instrument_key}|{bar_at_ns}|{purpose.value}|{leg}".encode(), digest_size=8
-    ).hexdigest()
-    return f"TL{digest}"
+    # `{purpose}` formats a StrEnum member as its value (same bytes as `purpose.value`, without the enum
+    # descriptor lookup): the ids must never change, live orders at brokers carry them.
+    return "TL" + _blake2b(f"{strategy}|{instrument_key}|{bar_at_ns}|{purpose}|{leg}".encode(),
+                           digest_size=8).hexdigest()

@@ -45,9 +45,19 @@ def fees(config: CostConfig, side: Side, quantity: int, price: float) -> FeeBrea
 
 
 def fee_total(config: CostConfig, side: Side, quantity: int, price: float) -> float:
-    # Summed in FeeBreakdown.total's order (same float result) without building the breakdown: once per fill.
-    commission, stt, exchange, sebi, gst, stamp = _fee_lines(config, side, quantity, price)
-    return commission + stt + exchange + sebi + gst + stamp
+    # `_fee_lines` inlined (once per fill, the hottest cost call) and summed in FeeBreakdown.total's order:
+    # the same float operations in the same order, so the same result. test_costs checks the two agree.
+    value = abs(quantity) * price
+    commission = config.commission_flat + config.commission_rate * value
+    cap = config.commission_cap
+    if cap is not None:
+        commission = min(commission, cap)
+    exchange = value * config.exchange_rate
+    sebi = value * config.sebi_rate
+    gst = config.gst_rate * (commission + exchange + sebi)
+    if side is Side.BUY:
+        return commission + value * config.stt_buy_rate + exchange + sebi + gst + value * config.stamp_buy_rate
+    return commission + value * config.stt_sell_rate + exchange + sebi + gst + 0.0
 
 
 def execution_price(config: CostConfig, side: Side, reference: float, participation: float) -> float:

@@ -89,9 +89,17 @@ def kill_switch(ctx: RiskContext) -> GuardResult:
                        "kill switch is on: flatten everything, no entries" if on else "")
 
 
+def _drawdown(ctx: RiskContext) -> float:
+    return 1.0 - ctx.equity / ctx.equity_peak if ctx.equity_peak > 0 else 0.0
+
+
+def _day_loss(ctx: RiskContext) -> float:
+    return 1.0 - ctx.equity / ctx.day_start_equity if ctx.day_start_equity > 0 else 0.0
+
+
 def drawdown_halt(ctx: RiskContext) -> GuardResult:
     limit = ctx.config.max_drawdown
-    drawdown = 1.0 - ctx.equity / ctx.equity_peak if ctx.equity_peak > 0 else 0.0
+    drawdown = _drawdown(ctx)
     hit = ctx.halted_for_drawdown or (limit is not None and drawdown >= limit)
     reason = f"drawdown {drawdown:.4f} from peak {ctx.equity_peak:.2f} reached limit {limit}" if hit else ""
     return GuardResult("drawdown_halt", _held(ctx) if hit else _none(ctx), hit, "drawdown" if hit else None, reason)
@@ -99,7 +107,7 @@ def drawdown_halt(ctx: RiskContext) -> GuardResult:
 
 def daily_loss_halt(ctx: RiskContext) -> GuardResult:
     limit = ctx.config.daily_loss_limit
-    loss = 1.0 - ctx.equity / ctx.day_start_equity if ctx.day_start_equity > 0 else 0.0
+    loss = _day_loss(ctx)
     hit = ctx.halted_for_day or (limit is not None and loss >= limit)
     reason = f"day loss {loss:.4f} from {ctx.day_start_equity:.2f} reached limit {limit}" if hit else ""
     return GuardResult("daily_loss_halt", _held(ctx) if hit else _none(ctx), hit, "day" if hit else None, reason)
@@ -120,15 +128,19 @@ GUARDS: tuple[Callable[[RiskContext], GuardResult], ...] = (
 
 
 def guard_idle(guard: Callable[[RiskContext], GuardResult], ctx: RiskContext) -> bool:
-    """True when `guard` would neither flatten, block nor halt on this bar (disabled and not already
-    halted): scalar checks that let the step skip the guard's full-width arrays."""
+    """True when `guard` would neither flatten, block nor halt on this bar (disabled, or its limit not
+    reached, and not already halted): the guard's own scalar test, so the step can skip its full-width
+    arrays."""
     config = ctx.config
     if guard is kill_switch:
         return not (ctx.kill_switch or config.kill_switch)
     if guard is drawdown_halt:
-        return config.max_drawdown is None and not ctx.halted_for_drawdown
+        limit = config.max_drawdown
+        # `not x >= limit` (not `x < limit`): a NaN drawdown does not halt in the guard, so it is idle here too.
+        return not ctx.halted_for_drawdown and (limit is None or not _drawdown(ctx) >= limit)
     if guard is daily_loss_halt:
-        return config.daily_loss_limit is None and not ctx.halted_for_day
+        limit = config.daily_loss_limit
+        return not ctx.halted_for_day and (limit is None or not _day_loss(ctx) >= limit)
     if guard is session_square_off:
         return config.square_off_minutes_before_close is None or not ctx.is_intraday
     return False
@@ -260,15 +272,20 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     # Nothing working: nothing committed (skips two full-width array passes on most bars).
     committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if np.count_nonzero(ctx.pending) else 0.0
     budget = ctx.cash - committed
-    out = quantity.copy()
+    out = quantity  # copied on the first cut only: when the cash covers everything, the same array goes back
     rate = 1.0 + ctx.cost_buffer_rate
-    # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead.
+    # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead
+    # (Python's float `//` is numpy's floor_divide algorithm: same result, also at exact multiples).
     for index in _by_confidence(proposal, quantity).tolist():
         price = float(ctx.close[index]) * rate
         lot = int(ctx.lot_size[index])
-        affordable = int(np.floor_divide(max(budget, 0.0), price * lot)) * lot if price > 0 else 0
-        take = min(int(out[index]), affordable)
-        out[index] = take
+        affordable = int(max(budget, 0.0) // (price * lot)) * lot if price > 0 else 0
+        wanted = int(out[index])
+        take = min(wanted, affordable)
+        if take != wanted:
+            if out is quantity:
+                out = quantity.copy()
+            out[index] = take
         budget -= take * price
     return EntryResult("cash_available", out, "not enough cash")
 

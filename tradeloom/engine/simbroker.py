@@ -59,15 +59,50 @@ class SimOrder:
         return self.quantity - self.filled
 
 
-@dataclass(frozen=True)
 class SimFill:
-    """A fill with the float price the accounting used (the domain `Fill` carries a Decimal)."""
+    """A fill with the float price the accounting used (the domain `Fill` carries a Decimal).
 
-    fill: Fill
-    index: int
-    price: float
-    fees: float
-    purpose: IntentPurpose
+    `fill` is built on first read: its two Decimal conversions and the fill id cost more than the rest of
+    a simulated fill, and a backtest reads only `quantity`, `side` and `filled_at_ns`, kept here as is.
+    """
+
+    __slots__ = ("_fill", "_fill_number", "client_order_id", "fees", "filled_at_ns", "index", "instrument_key",
+                 "price", "purpose", "quantity", "side")
+
+    def __init__(self, client_order_id: str, instrument_key: str, side: Side, quantity: int, price: float,
+                 fees: float, filled_at_ns: int, fill_number: int, index: int, purpose: IntentPurpose) -> None:
+        self.client_order_id = client_order_id
+        self.instrument_key = instrument_key
+        self.side = side
+        self.quantity = quantity
+        self.price = price
+        self.fees = fees
+        self.filled_at_ns = filled_at_ns
+        self.index = index
+        self.purpose = purpose
+        self._fill_number = fill_number
+        self._fill: Fill | None = None
+
+    @property
+    def fill(self) -> Fill:
+        fill = self._fill
+        if fill is None:
+            fill = self._fill = Fill(
+                self.client_order_id, self.instrument_key, self.side, self.quantity, Decimal(repr(self.price)),
+                self.filled_at_ns, f"SIM-{self.client_order_id}-{self._fill_number}", Decimal(repr(self.fees)))
+        return fill
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SimFill):
+            return NotImplemented
+        return (self.fill, self.index, self.price, self.fees, self.purpose) == (
+            other.fill, other.index, other.price, other.fees, other.purpose)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable cache inside, equality by value: unhashable
+
+    def __repr__(self) -> str:
+        return (f"SimFill(fill={self.fill!r}, index={self.index!r}, price={self.price!r}, fees={self.fees!r}, "
+                f"purpose={self.purpose!r})")
 
 
 def _intent_to_dict(intent: OrderIntent) -> dict[str, Any]:
@@ -210,7 +245,9 @@ class SimulatedBroker:
             return fills
         cap = self.config.participation_cap
         room = np.floor(cap * np.where(np.isnan(volume), 0.0, volume)) if cap is not None else None
-        for order in self.open_orders():
+        # `_working` only grows in `submit` (rising sequence) and `from_dict` (sequence order), so its
+        # insertion order is `open_orders()`'s order without the sort.
+        for order in list(self._working.values()):
             if not order.active or order.intent.client_order_id not in self._working:
                 continue
             i = order.index
@@ -271,9 +308,9 @@ class SimulatedBroker:
         order.average_price = (order.average_price * order.filled + price * quantity) / (order.filled + quantity)
         order.filled += quantity
         self._fill_count += 1
-        fill = Fill(order.intent.client_order_id, order.intent.instrument_key, side, quantity,
-                    Decimal(repr(price)), bar_at_ns, f"SIM-{order.intent.client_order_id}-{self._fill_count}",
-                    Decimal(repr(fee)))
+        intent = order.intent
+        fill = SimFill(intent.client_order_id, intent.instrument_key, side, quantity, price, fee, bar_at_ns,
+                       self._fill_count, i, intent.purpose)
         if order.remaining <= 0:
             self._finish(order, OrderState.FILLED)
         else:
@@ -289,7 +326,7 @@ class SimulatedBroker:
                     self._finish(other, OrderState.CANCELLED)
                 elif other.remaining > abs(held):
                     other.quantity = other.filled + abs(held)
-        return SimFill(fill, i, price, fee, order.intent.purpose)
+        return fill
 
     def _finish(self, order: SimOrder, state: OrderState) -> None:
         order.state = state
@@ -323,7 +360,7 @@ class SimulatedBroker:
         broker._sequence = data["sequence"]
         broker._fill_count = data["fill_count"]
         broker._final_states = {key: OrderState(value) for key, value in data["final_states"].items()}
-        for raw in data["working"]:
+        for raw in sorted(data["working"], key=lambda raw: raw["sequence"]):  # `on_bar` relies on this order
             order = SimOrder(_intent_from_dict(raw["intent"]), raw["index"], raw["sequence"], raw["filled"],
                              OrderState(raw["state"]), raw["active"], raw["triggered"], raw["quantity"],
                              raw["average_price"])

@@ -56,4 +56,5 @@ def target_quantity(
     else:  # all_in: floor division exactly as a broker computing affordable whole units
         quantity = np.floor_divide(cash, safe_price * (1.0 + config.cost_buffer_rate))
     quantity = np.where(np.isfinite(quantity) & (quantity > 0), quantity, 0.0)
-    return round_to_lot(quantity, lot_size)
+    # round_to_lot on a quantity that is now >= 0: abs and sign are identities, the floor and product the same.
+    return (np.floor(quantity / lot_size) * lot_size).astype(np.int64)

@@ -69,11 +69,16 @@ class EngineInputs:
     kill_switch: bool = False
 
     def validate(self) -> None:
-        n = len(self.universe)
-        for name in ("open", "high", "low", "close", "volume", "positions", "pending"):
-            shape = getattr(self, name).shape
-            if shape != (n,):
-                raise InputError(f"engine input {name} must have shape ({n},), got {shape}")
+        n = len(self.universe.keys)
+        expected = (n,)
+        # One comparison on the common path; the loop only runs to name the offending input.
+        shapes = (self.open.shape, self.high.shape, self.low.shape, self.close.shape, self.volume.shape,
+                  self.positions.shape, self.pending.shape)
+        if shapes != (expected,) * 7:
+            for name in ("open", "high", "low", "close", "volume", "positions", "pending"):
+                shape = getattr(self, name).shape
+                if shape != expected:
+                    raise InputError(f"engine input {name} must have shape ({n},), got {shape}")
         if self.probabilities.shape != (n, 3):
             raise InputError(f"engine input probabilities must have shape ({n}, 3), got {self.probabilities.shape}")
 
@@ -133,6 +138,19 @@ class EngineState:
             self.returns.copy(), self.returns_count, self.equity_peak, self.day_start_equity, self.last_equity,
             self.session_day, self.halted_for_day, self.halted_for_drawdown,
             [WorkingParent(**vars(parent)) for parent in self.parents], self.bars_seen,
+        )
+
+    def successor(self) -> EngineState:
+        """A copy for `step` to update: shares `last_position` and `last_close`, which `step` replaces
+        rather than writes into (so this state still never changes), and the returns buffer when it is empty."""
+        returns = self.returns.copy() if self.returns.shape[0] else self.returns
+        return EngineState(
+            self.stop_price.copy(), self.take_profit_price.copy(), self.best_close.copy(), self.stop_quantity.copy(),
+            self.stop_order_id.copy(), self.take_profit_order_id.copy(), self.entry_order_id.copy(),
+            self.last_position, self.holding_bars.copy(), self.bars_since_exit.copy(), self.last_close,
+            returns, self.returns_count, self.equity_peak, self.day_start_equity, self.last_equity,
+            self.session_day, self.halted_for_day, self.halted_for_drawdown,
+            [WorkingParent(**vars(parent)) for parent in self.parents] if self.parents else [], self.bars_seen,
         )
 
     def history(self) -> FloatArray:

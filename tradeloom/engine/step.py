@@ -6,8 +6,10 @@ replayed day gives the same intents (and the same client order ids) in both.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -15,8 +17,9 @@ import numpy.typing as npt
 from tradeloom.domain import IntentPurpose, OrderIntent, OrderType, Side, client_order_id
 from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.execution import WorkingParent, next_slice
+from tradeloom.engine.kernels import bar_memory_kernel, held_levels_kernel
 from tradeloom.engine.risk import GUARDS, Proposal, RiskContext, active_entry_rules, guard_idle
-from tradeloom.engine.signals import entry_candidates, exit_wanted, signals_from_probabilities
+from tradeloom.engine.signals import signals_from_probabilities
 from tradeloom.engine.sizing import target_quantity
 from tradeloom.engine.state import DecisionRecord, EngineInputs, EngineState, RuleEvent, StepResult
 
@@ -39,13 +42,22 @@ def _price(value: float, tick: float, side: int) -> Decimal:
     return Decimal(str(round(float(ticks) * tick, 10)))
 
 
+@lru_cache(maxsize=8)
+def _nan_row(n: int) -> FloatArray:
+    """A read-only row of NaN (minutes to close without a session, unused inputs): one per width, not per bar."""
+    row = np.full(n, np.nan)
+    row.flags.writeable = False
+    return row
+
+
 def _stop_levels(config: EngineConfig, side: npt.NDArray[np.int8], reference: FloatArray,
                  features: Mapping[str, FloatArray]) -> tuple[FloatArray, FloatArray]:
     stops = config.stops
+    if not stops.has_stop and stops.take_profit_pct is None and stops.take_profit_atr is None:
+        nan = _nan_row(reference.shape[0])  # read-only: callers only read levels they did not ask for
+        return nan, nan
     stop = np.full_like(reference, np.nan)
     target = np.full_like(reference, np.nan)
-    if not stops.has_stop and stops.take_profit_pct is None and stops.take_profit_atr is None:
-        return stop, target
     atr = features.get(stops.atr_feature)
     direction = side.astype(np.float64)
     if stops.stop_loss_atr is not None and atr is not None:
@@ -61,7 +73,7 @@ def _stop_levels(config: EngineConfig, side: npt.NDArray[np.int8], reference: Fl
 
 def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> StepResult:
     inputs.validate()
-    s = state.copy()
+    s = state.successor()
     universe, keys, n = inputs.universe, inputs.universe.keys, len(inputs.universe)
     bar = inputs.bar_at_ns
     features = dict(inputs.features)
@@ -82,7 +94,14 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         s.returns[s.returns_count % s.returns.shape[0]] = close / s.last_close - 1.0
         s.returns_count += 1
     s.last_close = close  # a fresh array (np.where above) that nothing else holds
-    held_now = positions != 0
+    signals = signals_from_probabilities(config.signal, inputs.probabilities)
+    # One compiled pass over the instruments (in place on the copies `state.successor()` made): bars since
+    # exit, holding time, levels of flat instruments cleared, and the exit/entry masks used further down.
+    signal_config = config.signal
+    held_now, opposite, timed, candidates = bar_memory_kernel(
+        positions, pending, s.last_position, s.bars_since_exit, s.holding_bars, s.stop_price, s.take_profit_price,
+        s.best_close, signals.direction, signal_config.allow_short, signal_config.cooldown_bars,
+        -1 if signal_config.max_holding_bars is None else signal_config.max_holding_bars)
     flat = ~held_now
     equity = float(inputs.cash + (positions * close)[held_now].sum())
     if s.session_day != inputs.session_day:
@@ -91,11 +110,6 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         s.halted_for_day = False
     s.equity_peak = max(s.equity_peak, equity)
     s.last_equity = equity
-    # In place on the copies `state.copy()` made: same values as np.where, fewer allocations.
-    s.bars_since_exit += 1
-    s.bars_since_exit[(s.last_position != 0) & flat] = 0
-    s.holding_bars += 1
-    s.holding_bars[flat] = 0
     # Flat again (stopped out or exited): the broker's OCO clip cancels what is left of the protection.
     stale = flat & ((s.stop_order_id != None) | (s.take_profit_order_id != None))  # noqa: E711
     if np.count_nonzero(stale):
@@ -103,16 +117,11 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         s.take_profit_order_id[stale] = None
         s.stop_quantity[stale] = 0
     s.entry_order_id[flat & (pending == 0)] = None
-    s.stop_price[flat] = np.nan
-    s.take_profit_price[flat] = np.nan
-    s.best_close[flat] = np.nan
     s.last_position = positions.copy()
     s.bars_seen += 1
 
-    signals = signals_from_probabilities(config.signal, inputs.probabilities)
-
     # -- portfolio guards ---------------------------------------------------------------------------
-    minutes = inputs.minutes_to_close if inputs.minutes_to_close is not None else np.full(n, np.nan)
+    minutes = inputs.minutes_to_close if inputs.minutes_to_close is not None else _nan_row(n)
     ctx = RiskContext(
         config=config.risk, equity=equity, cash=inputs.cash, close=close, positions=positions, pending=pending,
         lot_size=universe.lot_size, features=features, returns=s.history(), minutes_to_close=minutes,
@@ -144,12 +153,9 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         flatten |= result.flatten
 
     # -- exits ----------------------------------------------------------------------------------------
-    opposite, timed = exit_wanted(config.signal, signals, positions, s.holding_bars)
     exiting = (flatten | opposite | timed) & held_now
     exit_quantity = np.zeros(n, dtype=np.int64)
     exit_indices = _indices(exiting)
-    if exit_indices:
-        exit_in_flight = np.sign(pending) == -np.sign(positions)
     for index in exit_indices:
         key = keys[index]
         for order_id in (s.stop_order_id[index], s.take_profit_order_id[index], s.entry_order_id[index]):
@@ -159,7 +165,9 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         s.stop_quantity[index] = 0
         if s.parents:
             s.parents = [parent for parent in s.parents if parent.index != index]
-        if exit_in_flight[index]:
+        working, held_quantity = int(pending[index]), int(positions[index])
+        # An exit already in flight: pending works against the position (sign(pending) == -sign(position)).
+        if (working > 0) - (working < 0) == (held_quantity < 0) - (held_quantity > 0):
             continue
         purpose = IntentPurpose.SQUARE_OFF if square_off[index] else IntentPurpose.EXIT
         closing = -int(positions[index])
@@ -167,27 +175,26 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         why = "signal" if opposite[index] else "max_holding" if timed[index] and not flatten[index] else "risk"
         events.append(RuleEvent(key, why, "exit", f"exit {closing} ({purpose.value})"))
         intents.append(OrderIntent(
-            client_order_id(config.strategy, key, bar, purpose), key, Side(int(np.sign(closing))), abs(closing),
+            client_order_id(config.strategy, key, bar, purpose), key, Side.BUY if closing > 0 else Side.SELL,
+            abs(closing),
             OrderType.MARKET, purpose, product=config.product,
         ))
 
     # -- protective stops on every position that stays open -------------------------------------------
     held = held_now & ~exiting if exit_indices else held_now
     if config.stops.has_stop and np.count_nonzero(held):
-        side = np.sign(positions).astype(np.int8)
-        fresh_stop, _ = _stop_levels(config, side, close, features)
-        unknown = held & ~np.isfinite(s.stop_price)
-        s.stop_price[unknown] = fresh_stop[unknown]
-        s.best_close = np.where(held & ~np.isfinite(s.best_close), close, s.best_close)
-        s.best_close = np.where(held & (side > 0), np.fmax(s.best_close, close), s.best_close)
-        s.best_close = np.where(held & (side < 0), np.fmin(s.best_close, close), s.best_close)
+        # One compiled pass: sides, sizes, held positions without a stop level, and the best close since entry
+        # ratcheted in place (longs up, shorts down).
+        side, unknown, size = held_levels_kernel(held, positions, close, s.stop_price, s.best_close)
+        if np.count_nonzero(unknown):  # usually every held position already has its level (set at entry)
+            fresh_stop, _ = _stop_levels(config, side, close, features)
+            s.stop_price[unknown] = fresh_stop[unknown]
         if config.stops.trailing:
             trail, _ = _stop_levels(config, side, s.best_close, features)
             better = held & np.isfinite(trail) & ((trail - s.stop_price) * side >= universe.tick_size)
             s.stop_price = np.where(better, trail, s.stop_price)
         else:
             better = np.zeros(n, dtype=bool)
-        size = np.abs(positions)
         replace = held & ((s.stop_order_id == None) | (size > s.stop_quantity) | better)  # noqa: E711
         for index in _indices(replace & np.isfinite(s.stop_price)):
             key = keys[index]
@@ -206,8 +213,12 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
                                     f"stop {s.stop_price[index]:.4f} for {int(size[index])}"))
 
     # -- entries ----------------------------------------------------------------------------------------
-    confirm = features.get(config.signal.confirm_feature) if config.signal.confirm_feature else None
-    side = entry_candidates(config.signal, signals, positions, pending, s.bars_since_exit, confirm)
+    # Entry candidates came from the kernel; the multi-timeframe confirmation applies last, as in
+    # `entry_candidates`.
+    side = candidates
+    confirm = features.get(signal_config.confirm_feature) if signal_config.confirm_feature else None
+    if confirm is not None:
+        side[np.sign(np.nan_to_num(confirm)) != side] = 0
     if exit_indices:
         side[exiting] = 0
     if block_all:
@@ -218,8 +229,10 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     quantity = proposed
     if np.count_nonzero(side):  # levels and sizing only matter for an entry
         stop, target = _stop_levels(config, side, close, features)
+        # Only fixed fractional sizing reads the distance to the stop.
+        distance = np.abs(close - stop) if config.sizing.method == "fixed_fractional" else _nan_row(n)
         proposed = target_quantity(
-            config.sizing, equity=equity, cash=inputs.cash, price=close, stop_distance=np.abs(close - stop),
+            config.sizing, equity=equity, cash=inputs.cash, price=close, stop_distance=distance,
             probability_win=signals.confidence, realised_vol=features.get(config.risk.realised_vol_feature),
             lot_size=universe.lot_size,
         )
@@ -241,38 +254,42 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             quantity = outcome.quantity
     entry_quantity = (side * quantity).astype(np.int64)
     algo = config.execution.algo
+    sliced = algo != "immediate" and config.execution.slices > 1
+    strategy, product = config.strategy, config.product
+    # Python scalars in this per-order loop: the same values as the numpy scalars, without their overhead.
     for index in _indices(entry_quantity):
         key = keys[index]
         sign = int(side[index])
-        entry_id = client_order_id(config.strategy, key, bar, IntentPurpose.ENTRY)
+        units = int(quantity[index])
+        stop_level, target_level = float(stop[index]), float(target[index])
+        entry_id = client_order_id(strategy, key, bar, IntentPurpose.ENTRY)
         events.append(RuleEvent(key, "signal", "entry", f"enter {int(entry_quantity[index])} "
                                 f"at confidence {signals.confidence[index]:.3f}"))
-        s.stop_price[index] = stop[index]
-        s.take_profit_price[index] = target[index]
+        s.stop_price[index] = stop_level
+        s.take_profit_price[index] = target_level
         s.best_close[index] = close[index]
         s.entry_order_id[index] = entry_id
-        if algo != "immediate" and config.execution.slices > 1:
-            s.parents.append(WorkingParent(entry_id, int(index), sign, int(quantity[index]),
-                                           config.execution.slices, IntentPurpose.ENTRY.value))
+        if sliced:
+            s.parents.append(WorkingParent(entry_id, int(index), sign, units, config.execution.slices,
+                                           IntentPurpose.ENTRY.value))
             continue
-        intents.append(OrderIntent(entry_id, key, Side(sign), int(quantity[index]), OrderType.MARKET,
-                                   IntentPurpose.ENTRY, product=config.product))
+        entry_side, exit_side = (Side.BUY, Side.SELL) if sign > 0 else (Side.SELL, Side.BUY)
+        intents.append(OrderIntent(entry_id, key, entry_side, units, OrderType.MARKET, IntentPurpose.ENTRY,
+                                   product=product))
         tick = float(universe.tick_size[index])
-        if np.isfinite(stop[index]):
-            stop_id = client_order_id(config.strategy, key, bar, IntentPurpose.STOP_LOSS)
+        if math.isfinite(stop_level):
+            stop_id = client_order_id(strategy, key, bar, IntentPurpose.STOP_LOSS)
             intents.append(OrderIntent(
-                stop_id, key, Side(-sign), int(quantity[index]), OrderType.STOP, IntentPurpose.STOP_LOSS,
-                stop_price=_price(float(stop[index]), tick, -sign), product=config.product,
-                parent_client_order_id=entry_id,
+                stop_id, key, exit_side, units, OrderType.STOP, IntentPurpose.STOP_LOSS,
+                stop_price=_price(stop_level, tick, -sign), product=product, parent_client_order_id=entry_id,
             ))
             s.stop_order_id[index] = stop_id
-            s.stop_quantity[index] = int(quantity[index])
-        if np.isfinite(target[index]):
-            target_id = client_order_id(config.strategy, key, bar, IntentPurpose.TAKE_PROFIT)
+            s.stop_quantity[index] = units
+        if math.isfinite(target_level):
+            target_id = client_order_id(strategy, key, bar, IntentPurpose.TAKE_PROFIT)
             intents.append(OrderIntent(
-                target_id, key, Side(-sign), int(quantity[index]), OrderType.LIMIT, IntentPurpose.TAKE_PROFIT,
-                limit_price=_price(float(target[index]), tick, sign), product=config.product,
-                parent_client_order_id=entry_id,
+                target_id, key, exit_side, units, OrderType.LIMIT, IntentPurpose.TAKE_PROFIT,
+                limit_price=_price(target_level, tick, sign), product=product, parent_client_order_id=entry_id,
             ))
             s.take_profit_order_id[index] = target_id
 

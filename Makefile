@@ -5,6 +5,8 @@ export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+# numba keeps its compiled kernels here rather than beside the sources.
+export NUMBA_CACHE_DIR := $(CURDIR)/.loom/numba-cache
 ML := .loom/venv-ml/bin
 LIVE := .loom/venv-live/bin
 BENCH ?=

@@ -127,6 +127,9 @@ class OrderManager:
         self.broker = broker
         self.journal = journal
         self.orders: dict[str, ManagedOrder] = {}
+        # Every order that may still be open (terminal ones are dropped as they are met): the per-bar views
+        # walk these, not the whole day's orders.
+        self._maybe_open: dict[str, ManagedOrder] = {}
         self._by_broker_id: dict[str, str] = {}
         self._entries_allowed = entries_allowed
         self._seen_fill_ids: set[str] = set()
@@ -137,6 +140,7 @@ class OrderManager:
         """Take over orders known from the journal (after a restart)."""
         for order in orders:
             self.orders[order.client_order_id] = order
+            self._maybe_open[order.client_order_id] = order
             if order.broker_order_id:
                 self._by_broker_id[order.broker_order_id] = order.client_order_id
         self._seen_fill_ids.update(fill_ids)
@@ -203,6 +207,7 @@ class OrderManager:
         if intent.purpose in PROTECTIVE and parent is not None and parent.filled_quantity == 0 and not contingent:
             order.held_for_parent = True
         self.orders[intent.client_order_id] = order
+        self._maybe_open[intent.client_order_id] = order
         self.journal.save_order(order)
         if send and not order.held_for_parent:
             self.journal.sync()  # durable before anything reaches the broker
@@ -349,14 +354,18 @@ class OrderManager:
 
     # -- views ------------------------------------------------------------------------------------------
     def open_orders(self) -> list[ManagedOrder]:
-        return [order for order in self.orders.values() if order.is_open]
+        """Open orders in the order they were added (a terminal state never reopens)."""
+        open_ = [order for order in self._maybe_open.values() if order.is_open]
+        if len(open_) != len(self._maybe_open):
+            self._maybe_open = {order.client_order_id: order for order in open_}
+        return open_
 
     def pending_quantities(self, keys: tuple[str, ...], purposes: frozenset[IntentPurpose]) -> list[int]:
         """Signed remaining quantity of open orders of the given purposes, per key (one pass)."""
         index = {key: i for i, key in enumerate(keys)}
         out = [0] * len(keys)
-        for order in self.orders.values():
-            if order.is_open and order.intent.purpose in purposes and order.intent.instrument_key in index:
+        for order in self.open_orders():
+            if order.intent.purpose in purposes and order.intent.instrument_key in index:
                 out[index[order.intent.instrument_key]] += int(order.intent.side) * (
                     order.intent.quantity - order.filled_quantity)
         return out

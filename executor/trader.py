@@ -88,6 +88,17 @@ class OnnxChampion:
         return np.where(has_bar[:, None], probabilities, flat)
 
 
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+def feature_snapshot_hash(matrix: FloatArray) -> str:
+    """The lineage hash of a bar's feature matrix: sha256 of its bytes with NaN as -1e300 and +-inf as the
+    largest finite float, i.e. of `np.nan_to_num(matrix, nan=-1e300)` (the same bytes, several times faster)."""
+    finite = np.where(np.isnan(matrix), -1e300, matrix)
+    np.clip(finite, -_FLOAT_MAX, _FLOAT_MAX, out=finite)
+    return hashlib.sha256(finite.tobytes()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class BarSlice:
     """The closed bars of one period across the universe (NaN where an instrument has no bar)."""
@@ -233,7 +244,7 @@ class Trader:
         lineage = Lineage(
             strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns, model_name=self.scorer.name,
             model_version=self.scorer.version,
-            feature_snapshot_hash=hashlib.sha256(np.nan_to_num(matrix, nan=-1e300).tobytes()).hexdigest()[:16],
+            feature_snapshot_hash=feature_snapshot_hash(matrix),
         )
         for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
             self.orders.cancel(client_id)

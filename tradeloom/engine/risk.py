@@ -9,9 +9,10 @@ Two kinds:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from statistics import NormalDist
 
 import numpy as np
@@ -50,6 +51,15 @@ class Proposal:
     side: npt.NDArray[np.int8]  # +1 / -1 entry side, 0 none
     quantity: IntArray  # unsigned
     confidence: FloatArray
+
+    @cached_property
+    def ranked(self) -> list[int]:
+        """Instruments with an entry side, most confident first; stable: ties keep instrument order, so a
+        replay always picks the same ones. Sorted once per step; each rule filters it (a subsequence of a
+        stable sort is the stable sort of the subset)."""
+        wanted = (self.side != 0).nonzero()[0]
+        ranked: list[int] = wanted[np.argsort(-self.confidence[wanted], kind="stable")].tolist()
+        return ranked
 
 
 @dataclass(frozen=True)
@@ -197,11 +207,10 @@ def correlation_filter(ctx: RiskContext, proposal: Proposal, quantity: IntArray)
     return EntryResult("correlation_filter", out, f"correlation to existing positions above {limit}", details)
 
 
-def _by_confidence(proposal: Proposal, quantity: IntArray) -> npt.NDArray[np.intp]:
-    wanted: npt.NDArray[np.intp] = ((proposal.side != 0) & (quantity > 0)).nonzero()[0]
-    # Stable: ties keep instrument order, so a replay always picks the same ones.
-    ordered: npt.NDArray[np.intp] = wanted[np.argsort(-proposal.confidence[wanted], kind="stable")]
-    return ordered
+def _by_confidence(proposal: Proposal, quantity: IntArray) -> list[int]:
+    """Entries still wanted (quantity > 0), most confident first."""
+    wanted = quantity.tolist()
+    return [index for index in proposal.ranked if wanted[index] > 0]
 
 
 def max_positions(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:
@@ -224,15 +233,17 @@ def position_cap(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
     return EntryResult("position_cap", np.minimum(quantity, cap), f"position above {limit} of equity")
 
 
-def _budgeted(ctx: RiskContext, proposal: Proposal, quantity: IntArray, budget: float) -> IntArray:
-    """Shrink entries, most confident first, so their notional fits in `budget`."""
+def _budgeted(ctx: RiskContext, ranked: list[int], quantity: IntArray, budget: float) -> IntArray:
+    """Shrink the entries in `ranked` (most confident first) so their notional fits in `budget`."""
     out = quantity.copy()
-    for index in _by_confidence(proposal, quantity):
-        unit = ctx.close[index] * ctx.lot_size[index]
-        lots = int(np.floor(max(budget, 0.0) / unit)) if unit > 0 else 0
-        take = min(int(out[index]), lots * int(ctx.lot_size[index]))
+    # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead.
+    for index in ranked:
+        price, lot = float(ctx.close[index]), int(ctx.lot_size[index])
+        unit = price * lot
+        lots = math.floor(max(budget, 0.0) / unit) if unit > 0 else 0
+        take = min(int(out[index]), lots * lot)
         out[index] = take
-        budget -= take * ctx.close[index]
+        budget -= take * price
     return out
 
 
@@ -242,7 +253,7 @@ def gross_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
         return EntryResult("gross_exposure", quantity, "")
     current = float(_finite_sum(np.abs(ctx.positions + ctx.pending) * ctx.close))
     budget = limit * ctx.equity - current
-    return EntryResult("gross_exposure", _budgeted(ctx, proposal, quantity, budget),
+    return EntryResult("gross_exposure", _budgeted(ctx, _by_confidence(proposal, quantity), quantity, budget),
                        f"gross exposure above {limit} of equity")
 
 
@@ -252,16 +263,15 @@ def net_exposure(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> En
         return EntryResult("net_exposure", quantity, "")
     current = float(_finite_sum((ctx.positions + ctx.pending) * ctx.close))
     out = quantity.copy()
+    sides = proposal.side.tolist()
     for side in (1, -1):
         # Entries on one side use the room up to +limit (longs) or down to -limit (shorts).
         budget = limit * ctx.equity - side * current
-        mask = proposal.side == side
-        if not np.count_nonzero(mask):
+        ranked = [index for index in _by_confidence(proposal, out) if sides[index] == side]
+        if not ranked:
             continue
-        one_side = Proposal(np.where(mask, proposal.side, 0).astype(np.int8), proposal.quantity,
-                            proposal.confidence)
-        capped = _budgeted(ctx, one_side, out, budget)
-        out[mask] = capped[mask]
+        capped = _budgeted(ctx, ranked, out, budget)
+        out[ranked] = capped[ranked]
     return EntryResult("net_exposure", out, f"net exposure above {limit} of equity")
 
 
@@ -276,7 +286,7 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     rate = 1.0 + ctx.cost_buffer_rate
     # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead
     # (Python's float `//` is numpy's floor_divide algorithm: same result, also at exact multiples).
-    for index in _by_confidence(proposal, quantity).tolist():
+    for index in _by_confidence(proposal, quantity):
         price = float(ctx.close[index]) * rate
         lot = int(ctx.lot_size[index])
         affordable = int(max(budget, 0.0) // (price * lot)) * lot if price > 0 else 0

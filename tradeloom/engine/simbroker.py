@@ -184,6 +184,10 @@ class SimulatedBroker:
         order = self._working.get(client_order_id)
         return order.state if order is not None else self._final_states.get(client_order_id)
 
+    def working_order(self, client_order_id: str) -> SimOrder | None:
+        """The order while it still works (not filled, cancelled or rejected)."""
+        return self._working.get(client_order_id)
+
     def open_orders(self) -> list[SimOrder]:
         return sorted(self._working.values(), key=lambda order: order.sequence)
 

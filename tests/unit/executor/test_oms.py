@@ -277,3 +277,25 @@ def test_submit_all_journals_every_intent_durably_before_the_first_send() -> Non
     assert journal.saved[:2] == [("A", OrderState.NEW), ("B", OrderState.NEW)]
     assert journal.syncs[0] == 2  # one fsync after both NEW records, before any SENT
     assert [intent.client_order_id for intent in broker.placed] == ["A", "B"]
+
+
+def test_open_orders_and_pending_follow_fills_cancels_and_adoption() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit_all([_intent("A"), _intent("B", side=Side.SELL), _intent("C")], LINEAGE)
+    purposes = frozenset({IntentPurpose.ENTRY})
+    assert manager.pending_quantities(("NSE:INFY",), purposes) == [10]  # +10 - 10 + 10
+    broker.fill("A", 4)
+    manager.poll()
+    assert manager.pending_quantities(("NSE:INFY",), purposes) == [6]
+    manager.cancel("B")
+    assert [order.client_order_id for order in manager.open_orders()] == ["A", "C"]
+    assert manager.pending_quantities(("NSE:INFY",), purposes) == [16]
+    broker.fill("A", 6)
+    manager.poll()
+    assert [order.client_order_id for order in manager.open_orders()] == ["C"]
+    assert manager.pending_quantities(("NSE:INFY",), purposes) == [10]
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt(list(manager.orders.values()))
+    assert [order.client_order_id for order in restarted.open_orders()] == ["C"]
+    assert restarted.pending_quantities(("NSE:INFY", "NSE:TCS"), purposes) == [10, 0]

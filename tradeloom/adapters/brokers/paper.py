@@ -39,6 +39,12 @@ class PaperBroker:
         self._orders: dict[str, BrokerOrder] = {}
         self._intents: dict[str, OrderIntent] = {}
         self._fills: list[Fill] = []
+        # The day's fills per order and the cost per instrument, kept as fills arrive: positions and order
+        # snapshots are read on every bar and must not walk all of the day's fills.
+        self._fills_by_order: dict[str, list[Fill]] = {}
+        # Per instrument: (position, average cost) from the fills in order. Adding to a position averages in,
+        # reducing it keeps the average, going through flat starts again at the fill price.
+        self._cost: dict[str, tuple[int, Decimal]] = {}
         self.sim: SimulatedBroker
         if state_path is not None and state_path.exists():
             self._load(state_path)
@@ -66,7 +72,7 @@ class PaperBroker:
             )
             self._intents[intent.client_order_id] = intent
         for raw in data["fills"]:
-            self._fills.append(
+            self._add_fill(
                 Fill(
                     raw["client_order_id"],
                     raw["instrument_key"],
@@ -111,8 +117,8 @@ class PaperBroker:
     # -- the port -----------------------------------------------------------------------------------------
     def _snapshot(self, client_id: str) -> BrokerOrder:
         intent = self._intents[client_id]
-        working = next((o for o in self.sim.open_orders() if o.intent.client_order_id == client_id), None)
-        fills = [f for f in self._fills if f.client_order_id == client_id]
+        working = self.sim.working_order(client_id)
+        fills = self._fills_by_order.get(client_id, [])
         filled = sum(f.quantity for f in fills)
         state = self.sim.order_state(client_id) or OrderState.REJECTED
         average = (sum(f.price * f.quantity for f in fills) / filled) if filled else None
@@ -173,24 +179,8 @@ class PaperBroker:
 
     def positions(self) -> list[BrokerPosition]:
         held = {key: int(q) for key, q in zip(self.sim.keys, self.sim.positions.tolist(), strict=True) if q}
-        fills_of: dict[str, list[Fill]] = {key: [] for key in held}
-        for fill in self._fills:  # one pass over the day's fills, not one per position
-            if fill.instrument_key in fills_of:
-                fills_of[fill.instrument_key].append(fill)
-        return [BrokerPosition(key, ProductType.INTRADAY, quantity, self._average_price(fills_of[key], quantity))
+        return [BrokerPosition(key, ProductType.INTRADAY, quantity, self._cost.get(key, (0, Decimal(0)))[1])
                 for key, quantity in held.items()]
-
-    @staticmethod
-    def _average_price(fills: list[Fill], quantity: int) -> Decimal:
-        # Average of the fills that built the current position (last-in, walking back).
-        remaining, cost = abs(quantity), Decimal(0)
-        for fill in reversed(fills):
-            if int(fill.side) * quantity <= 0 or remaining == 0:
-                break
-            take = min(remaining, fill.quantity)
-            cost += fill.price * take
-            remaining -= take
-        return cost / (abs(quantity) - remaining) if abs(quantity) > remaining else Decimal(0)
 
     def fills_today(self) -> list[Fill]:
         return list(self._fills)
@@ -213,16 +203,30 @@ class PaperBroker:
     ) -> list[SimFill]:
         before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
         fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
-        self._fills.extend(sim.fill for sim in fills)
+        for sim in fills:
+            self._add_fill(sim.fill)
         self.save()
         touched = {sim.fill.client_order_id for sim in fills} | {
             client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state
         }
-        for client_id in sorted(touched, key=lambda c: list(self._intents).index(c)):
+        submitted = {client_id: position for position, client_id in enumerate(self._intents)}
+        for client_id in sorted(touched, key=submitted.__getitem__):
             order = self._refresh(client_id)
             if self._on_order is not None:
                 self._on_order(order)
         return fills
+
+    def _add_fill(self, fill: Fill) -> None:
+        self._fills.append(fill)
+        position, average = self._cost.get(fill.instrument_key, (0, Decimal(0)))
+        signed = int(fill.side) * fill.quantity
+        after = position + signed
+        if position == 0 or ((position > 0) != (after > 0) and after != 0):
+            average = fill.price  # opened, or reversed through flat: the new position is this fill's
+        elif (position > 0) == (signed > 0):
+            average = (average * abs(position) + fill.price * fill.quantity) / abs(after)
+        self._cost[fill.instrument_key] = (after, average if after else Decimal(0))
+        self._fills_by_order.setdefault(fill.client_order_id, []).append(fill)
 
     def _refresh(self, client_id: str) -> BrokerOrder:
         order = self._snapshot(client_id)

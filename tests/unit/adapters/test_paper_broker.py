@@ -1,0 +1,81 @@
+"""The paper broker: fills from the bars it is fed, positions with their average price, order snapshots,
+and an account that continues after a restart from its state file."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from tradeloom.adapters.brokers.paper import PaperBroker
+from tradeloom.domain import IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+
+KEYS = ("NSE:INFY", "NSE:TCS")
+
+
+def _market(client_id: str, key: str, side: Side, quantity: int) -> OrderIntent:
+    return OrderIntent(client_id, key, side, quantity, OrderType.MARKET, IntentPurpose.ENTRY,
+                       product=ProductType.INTRADAY)
+
+
+def _bar(broker: PaperBroker, t: int, infy: float, tcs: float) -> list[str]:
+    prices = np.array([infy, tcs])
+    return [sim.client_order_id for sim in broker.on_bar(t, prices, prices + 1, prices - 1, prices,
+                                                         np.full(2, 1e6))]
+
+
+def test_positions_average_price_and_snapshots_follow_fills(tmp_path: Path) -> None:
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=tmp_path / "paper.json")
+    seen: list[tuple[str, OrderState]] = []
+    broker.set_order_callback(lambda order: seen.append((order.client_order_id, order.state)))
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    broker.place(_market("B", "NSE:TCS", Side.BUY, 5))
+    assert broker.positions() == []
+    assert _bar(broker, 1, 100.0, 200.0) == ["A", "B"]
+    assert seen == [("A", OrderState.FILLED), ("B", OrderState.FILLED)]  # in submission order
+    broker.place(_market("C", "NSE:INFY", Side.BUY, 30))
+    _bar(broker, 2, 110.0, 210.0)
+    positions = {p.instrument_key: p for p in broker.positions()}
+    assert positions["NSE:INFY"].quantity == 40
+    assert positions["NSE:INFY"].average_price == Decimal(10 * 100 + 30 * 110) / 40
+    assert positions["NSE:TCS"].average_price == Decimal(200)
+    order = broker.order_by_client_id("C")
+    assert order is not None and order.filled_quantity == 30 and order.average_price == Decimal(110)
+    broker.place(_market("D", "NSE:INFY", Side.SELL, 25))
+    _bar(broker, 3, 120.0, 220.0)
+    # Average cost: a sale reduces the position and keeps its average.
+    assert {p.instrument_key: (p.quantity, p.average_price) for p in broker.positions()}["NSE:INFY"] == (
+        15, Decimal(10 * 100 + 30 * 110) / 40)
+
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=tmp_path / "paper.json")
+    assert {(p.instrument_key, p.quantity, p.average_price) for p in restarted.positions()} == {
+        (p.instrument_key, p.quantity, p.average_price) for p in broker.positions()}
+    assert restarted.funds() == broker.funds()
+    assert [f.fill_id for f in restarted.fills_today()] == [f.fill_id for f in broker.fills_today()]
+    snapshot = restarted.order_by_client_id("D")
+    assert snapshot is not None and snapshot.state is OrderState.FILLED and snapshot.filled_quantity == 25
+
+
+def test_working_order_snapshot_and_cancel(tmp_path: Path) -> None:
+    broker = PaperBroker(KEYS, cash=1_000_000.0)
+    limit = OrderIntent("L", "NSE:INFY", Side.BUY, 10, OrderType.LIMIT, IntentPurpose.ENTRY,
+                        limit_price=Decimal(50), product=ProductType.INTRADAY)
+    placed = broker.place(limit)
+    assert placed.state is OrderState.ACKNOWLEDGED and placed.quantity == 10
+    _bar(broker, 1, 100.0, 200.0)  # far above the limit: still working
+    assert [o.client_order_id for o in broker.open_orders()] == ["L"]
+    cancelled = broker.cancel(placed.broker_order_id)
+    assert cancelled.state is OrderState.CANCELLED and broker.open_orders() == []
+
+
+def test_average_cost_restarts_at_the_fill_price_through_flat() -> None:
+    broker = PaperBroker(KEYS, cash=1_000_000.0)
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    _bar(broker, 1, 100.0, 200.0)
+    broker.place(_market("B", "NSE:INFY", Side.SELL, 10))
+    _bar(broker, 2, 90.0, 200.0)
+    assert broker.positions() == []
+    broker.place(_market("C", "NSE:INFY", Side.BUY, 4))
+    _bar(broker, 3, 95.0, 200.0)
+    assert [(p.quantity, p.average_price) for p in broker.positions()] == [(4, Decimal(95))]

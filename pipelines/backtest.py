@@ -27,6 +27,7 @@ from tradeloom.engine import (
     Universe,
     step,
 )
+from tradeloom.engine.kernels import round_trips_kernel
 from tradeloom.engine.metrics import Metrics, Trade, compute_metrics
 from tradeloom.engine.montecarlo import bootstrap_trades
 from tradeloom.errors import InputError, InvariantViolation
@@ -83,43 +84,24 @@ def _session_days(bar_at_ns: IntArray) -> IntArray:
     return (bar_at_ns // NS_PER_DAY).astype(np.int64)
 
 
-class _OpenTrade:
-    """A round trip being built (attributes, not dict keys: this runs once per fill)."""
-
-    __slots__ = ("cash", "entry_at", "entry_qty", "entry_value", "exit_qty", "exit_value", "fees", "position", "side")
-
-    def __init__(self, entry_at: int, side: int) -> None:
-        self.position, self.cash, self.fees = 0, 0.0, 0.0
-        self.entry_qty, self.entry_value, self.exit_qty, self.exit_value = 0, 0.0, 0, 0.0
-        self.entry_at, self.side = entry_at, side
-
-
 def trades_from_fills(fills: Sequence[SimFill], keys: tuple[str, ...]) -> list[Trade]:
-    """Round trips, flat to flat, per instrument."""
-    trades: list[Trade] = []
-    open_: dict[int, _OpenTrade] = {}
-    for sim in fills:
-        i, side, qty, price, fee = sim.index, int(sim.side), sim.quantity, sim.price, sim.fees
-        book = open_.get(i)
-        if book is None:
-            book = open_[i] = _OpenTrade(sim.filled_at_ns, side)
-        book.cash -= side * qty * price + fee
-        book.fees += fee
-        if side == book.side:
-            book.entry_qty += qty
-            book.entry_value += qty * price
-        else:
-            book.exit_qty += qty
-            book.exit_value += qty * price
-        book.position += side * qty
-        if book.position == 0:
-            trades.append(Trade(
-                keys[i], book.side, book.entry_qty, book.entry_at, sim.filled_at_ns, book.entry_value / book.entry_qty,
-                book.exit_value / max(book.exit_qty, 1), book.cash, book.fees,
-                book.cash / book.entry_value if book.entry_value else 0.0,
-            ))
-            del open_[i]  # flat: the next fill on this instrument opens a new round trip
-    return trades
+    """Round trips, flat to flat, per instrument (one compiled pass over the fills: see `round_trips_kernel`)."""
+    if not fills:
+        return []
+    at_ns = [sim.filled_at_ns for sim in fills]
+    (instrument, side, first, last, entry_qty, entry_value, exit_value, exit_qty, cash,
+     fees) = round_trips_kernel(
+        np.array([sim.index for sim in fills], dtype=np.int64),
+        np.array([int(sim.side) for sim in fills], dtype=np.int64),
+        np.array([sim.quantity for sim in fills], dtype=np.int64),
+        np.array([sim.price for sim in fills], dtype=np.float64),
+        np.array([sim.fees for sim in fills], dtype=np.float64), len(keys))
+    return [
+        Trade(keys[i], s, q, at_ns[f], at_ns[x], ev / q, xv / max(xq, 1), c, fee, c / ev if ev else 0.0)
+        for i, s, f, x, q, ev, xv, xq, c, fee in zip(
+            instrument.tolist(), side.tolist(), first.tolist(), last.tolist(), entry_qty.tolist(),
+            entry_value.tolist(), exit_value.tolist(), exit_qty.tolist(), cash.tolist(), fees.tolist(), strict=True)
+    ]
 
 
 def run_backtest(

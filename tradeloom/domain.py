@@ -8,6 +8,8 @@ from datetime import time
 from decimal import Decimal
 from hashlib import blake2b as _blake2b
 
+from tradeloom.records import fast_init
+
 
 class Timeframe(enum.StrEnum):
     MINUTE = "1m"
@@ -100,6 +102,7 @@ class IntentPurpose(enum.StrEnum):
     SQUARE_OFF = "square_off"
 
 
+@fast_init
 @dataclass(frozen=True)
 class OrderIntent:
     """What the engine wants done; the order manager turns it into broker orders.
@@ -120,6 +123,7 @@ class OrderIntent:
     parent_client_order_id: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True)
 class Fill:
     client_order_id: str

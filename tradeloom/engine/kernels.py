@@ -184,6 +184,82 @@ def held_levels_kernel(held: BoolArray, positions: IntArray, close: FloatArray, 
     return side, unknown, size
 
 
+@_compiled
+def round_trips_kernel(index: IntArray, side: IntArray, quantity: IntArray, price: FloatArray, fee: FloatArray,
+                       n_instruments: int) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray,
+                                                    FloatArray, IntArray, FloatArray, FloatArray]:
+    """Round trips, flat to flat per instrument, from fills in time order: per trade (instrument, side, first
+    fill, last fill, entry quantity, entry value, exit value, exit quantity, cash, fees).
+
+    Mirrors the per-fill loop (Python floats, same operations in the same order): on each fill of an instrument
+    `cash -= side * qty * price + fee`, `fees += fee`, entry or exit quantity and value grow by the side of the
+    first fill, `position += side * qty`; at position 0 the trade closes and the next fill opens a new one.
+    """
+    n = index.shape[0]
+    open_ = np.zeros(n_instruments, dtype=np.bool_)
+    first = np.zeros(n_instruments, dtype=np.int64)
+    book_side = np.zeros(n_instruments, dtype=np.int64)
+    position = np.zeros(n_instruments, dtype=np.int64)
+    entry_qty = np.zeros(n_instruments, dtype=np.int64)
+    exit_qty = np.zeros(n_instruments, dtype=np.int64)
+    cash = np.zeros(n_instruments, dtype=np.float64)
+    fees = np.zeros(n_instruments, dtype=np.float64)
+    entry_value = np.zeros(n_instruments, dtype=np.float64)
+    exit_value = np.zeros(n_instruments, dtype=np.float64)
+    out_i = np.empty(n, dtype=np.int64)
+    out_side = np.empty(n, dtype=np.int64)
+    out_first = np.empty(n, dtype=np.int64)
+    out_last = np.empty(n, dtype=np.int64)
+    out_entry_qty = np.empty(n, dtype=np.int64)
+    out_entry_value = np.empty(n, dtype=np.float64)
+    out_exit_value = np.empty(n, dtype=np.float64)
+    out_exit_qty = np.empty(n, dtype=np.int64)
+    out_cash = np.empty(n, dtype=np.float64)
+    out_fees = np.empty(n, dtype=np.float64)
+    trades = 0
+    for k in range(n):
+        i = index[k]
+        s = side[k]
+        q = quantity[k]
+        p = price[k]
+        if not open_[i]:
+            open_[i] = True
+            first[i] = k
+            book_side[i] = s
+            position[i] = 0
+            entry_qty[i] = 0
+            exit_qty[i] = 0
+            cash[i] = 0.0
+            fees[i] = 0.0
+            entry_value[i] = 0.0
+            exit_value[i] = 0.0
+        cash[i] -= s * q * p + fee[k]
+        fees[i] += fee[k]
+        if s == book_side[i]:
+            entry_qty[i] += q
+            entry_value[i] += q * p
+        else:
+            exit_qty[i] += q
+            exit_value[i] += q * p
+        position[i] += s * q
+        if position[i] == 0:
+            out_i[trades] = i
+            out_side[trades] = book_side[i]
+            out_first[trades] = first[i]
+            out_last[trades] = k
+            out_entry_qty[trades] = entry_qty[i]
+            out_entry_value[trades] = entry_value[i]
+            out_exit_value[trades] = exit_value[i]
+            out_exit_qty[trades] = exit_qty[i]
+            out_cash[trades] = cash[i]
+            out_fees[trades] = fees[i]
+            trades += 1
+            open_[i] = False
+    return (out_i[:trades], out_side[:trades], out_first[:trades], out_last[:trades], out_entry_qty[:trades],
+            out_entry_value[:trades], out_exit_value[:trades], out_exit_qty[:trades], out_cash[:trades],
+            out_fees[:trades])
+
+
 def warm_up() -> None:
     """Compile (or load from the disk cache) every kernel for the dtypes the engine passes."""
     signal_kernel(np.full((1, 3), 1.0 / 3.0), 0.5, 0.5, 0.0)
@@ -191,3 +267,4 @@ def warm_up() -> None:
     bar_memory_kernel(ones, ones.copy(), ones.copy(), ones.copy(), ones.copy(), nan, nan.copy(), nan.copy(),
                       np.ones(1, dtype=np.int8), False, 0, -1)
     held_levels_kernel(np.ones(1, dtype=np.bool_), ones, np.ones(1), nan.copy(), nan.copy())
+    round_trips_kernel(np.zeros(1, dtype=np.int64), ones, ones, np.ones(1), np.ones(1), 1)

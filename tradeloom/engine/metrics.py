@@ -7,9 +7,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
+from tradeloom.records import fast_init
+
 FloatArray = npt.NDArray[np.float64]
 
 
+@fast_init
 @dataclass(frozen=True)
 class Trade:
     """One round trip: from flat to flat on one instrument."""

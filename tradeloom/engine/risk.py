@@ -12,19 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
 
 from tradeloom.engine.config import RiskConfig
+from tradeloom.records import fast_init
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
+@fast_init
 @dataclass(frozen=True)
 class RiskContext:
     config: RiskConfig
@@ -46,6 +48,7 @@ class RiskContext:
     cost_buffer_rate: float = 0.0
 
 
+@fast_init
 @dataclass(frozen=True)
 class Proposal:
     side: npt.NDArray[np.int8]  # +1 / -1 entry side, 0 none
@@ -57,11 +60,19 @@ class Proposal:
         """Instruments with an entry side, most confident first; stable: ties keep instrument order, so a
         replay always picks the same ones. Sorted once per step; each rule filters it (a subsequence of a
         stable sort is the stable sort of the subset)."""
-        wanted = (self.side != 0).nonzero()[0]
-        ranked: list[int] = wanted[np.argsort(-self.confidence[wanted], kind="stable")].tolist()
-        return ranked
+        wanted: list[int] = (self.side != 0).nonzero()[0].tolist()
+        if len(wanted) <= 1:
+            return wanted
+        confidence = self.confidence.tolist()
+        keys = [-confidence[index] for index in wanted]
+        if any(math.isnan(key) for key in keys):  # NaN: numpy's order (NaN last); signals never produce one
+            order: list[int] = np.argsort(np.array(keys), kind="stable").tolist()
+            return [wanted[k] for k in order]
+        # Python's sort is stable too, and cheaper on the few entries of a bar; ties keep instrument order.
+        return [index for _, index in sorted(zip(keys, wanted, strict=True), key=lambda pair: pair[0])]
 
 
+@fast_init
 @dataclass(frozen=True)
 class GuardResult:
     rule: str
@@ -71,6 +82,7 @@ class GuardResult:
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True)
 class EntryResult:
     rule: str
@@ -361,8 +373,19 @@ def _never_acts(rule: EntryRule, config: RiskConfig, is_intraday: bool) -> bool:
     return disabled_by.get(rule, False)
 
 
-@lru_cache(maxsize=64)
+_ACTIVE_RULES: dict[tuple[int, bool], tuple[RiskConfig, tuple[EntryRule, ...]]] = {}
+
+
 def active_entry_rules(config: RiskConfig, is_intraday: bool) -> tuple[EntryRule, ...]:
     """`ENTRY_RULES` without the ones this config disables, in the same order: computed once per config
     instead of calling (and allocating a result for) every disabled rule on every bar."""
-    return tuple(rule for rule in ENTRY_RULES if not _never_acts(rule, config, is_intraday))
+    # Keyed by identity, not by value: hashing a pydantic config on every bar costs more than the rules.
+    # The entry keeps the config alive, so its id cannot be reused while the entry exists.
+    cached = _ACTIVE_RULES.get((id(config), is_intraday))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    if len(_ACTIVE_RULES) >= 64:
+        _ACTIVE_RULES.clear()
+    rules = tuple(rule for rule in ENTRY_RULES if not _never_acts(rule, config, is_intraday))
+    _ACTIVE_RULES[(id(config), is_intraday)] = (config, rules)
+    return rules

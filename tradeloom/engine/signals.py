@@ -10,12 +10,14 @@ import numpy.typing as npt
 from tradeloom.engine.config import SignalConfig
 from tradeloom.engine.kernels import signal_kernel
 from tradeloom.errors import InputError
+from tradeloom.records import fast_init
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 DOWN, FLAT, UP = 0, 1, 2
 
 
+@fast_init
 @dataclass(frozen=True)
 class Signals:
     """`direction` +1 buy, -1 sell, 0 hold; `confidence` is the winning class's probability."""

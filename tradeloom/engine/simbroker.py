@@ -21,7 +21,7 @@ The class is pure (no I/O, no clock): the paper broker wraps it and persists `to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -42,7 +42,7 @@ _PRICES_NEEDED: dict[OrderType, tuple[str, ...]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class SimOrder:
     intent: OrderIntent
     index: int
@@ -53,6 +53,22 @@ class SimOrder:
     triggered: bool = False
     quantity: int = 0  # current total quantity (children follow the parent's fills)
     average_price: float = 0.0
+    # The intent's fields the matching loop reads on every bar, as plain Python values (read once here).
+    client_id: str = field(init=False)
+    side: int = field(init=False)
+    kind: OrderType = field(init=False)
+    protective: bool = field(init=False)
+    stop: float = field(init=False)
+    limit: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        intent = self.intent
+        self.client_id = intent.client_order_id
+        self.side = int(intent.side)
+        self.kind = intent.order_type
+        self.protective = intent.purpose in PROTECTIVE
+        self.stop = math.nan if intent.stop_price is None else float(intent.stop_price)
+        self.limit = math.nan if intent.limit_price is None else float(intent.limit_price)
 
     @property
     def remaining(self) -> int:
@@ -138,6 +154,10 @@ class SimulatedBroker:
         self._final_states: dict[str, OrderState] = {}
         self._sequence = 0
         self._fill_count = 0
+        # Indexes over `_working` so a fill does not walk every working order: bracket children by parent id,
+        # and the number of working protective orders per instrument (`_add` and `_remove` keep both).
+        self._children: dict[str, list[SimOrder]] = {}
+        self._protective = [0] * len(keys)
 
     # -- orders -----------------------------------------------------------------------------------------
     def submit(self, intent: OrderIntent) -> OrderState:
@@ -167,17 +187,39 @@ class SimulatedBroker:
             order.active = parent is None or parent_filled > 0
             order.quantity = min(intent.quantity, parent_filled) if parent is not None else intent.quantity
         self._sequence += 1
-        self._working[intent.client_order_id] = order
+        self._add(order)
         return order.state
 
-    def cancel(self, client_order_id: str) -> bool:
+    def _add(self, order: SimOrder) -> None:
+        self._working[order.client_id] = order
+        parent = order.intent.parent_client_order_id
+        if parent is not None:
+            self._children.setdefault(parent, []).append(order)
+        if order.protective:
+            self._protective[order.index] += 1
+
+    def _remove(self, client_order_id: str) -> SimOrder | None:
         order = self._working.pop(client_order_id, None)
+        if order is not None and order.protective:
+            self._protective[order.index] -= 1
+        return order
+
+    def _working_children(self, client_order_id: str) -> list[SimOrder]:
+        """Bracket children of `client_order_id` that still work, in submission order."""
+        children = self._children.get(client_order_id)
+        if not children:
+            return []
+        working = self._working
+        return [child for child in children if working.get(child.client_id) is child]
+
+    def cancel(self, client_order_id: str) -> bool:
+        order = self._remove(client_order_id)
         if order is None:
             return False
         self._final_states[client_order_id] = OrderState.CANCELLED
-        for child in [o for o in self._working.values() if o.intent.parent_client_order_id == client_order_id]:
+        for child in self._working_children(client_order_id):
             if not child.active:
-                self.cancel(child.intent.client_order_id)
+                self.cancel(child.client_id)
         return True
 
     def order_state(self, client_order_id: str) -> OrderState | None:
@@ -206,22 +248,24 @@ class SimulatedBroker:
         return float(self.cash + (self.positions[held] * close[held]).sum())
 
     # -- matching -----------------------------------------------------------------------------------------
-    def _trigger(self, order: SimOrder, open_: float, high: float, low: float) -> float | None:
+    @staticmethod
+    def _trigger(order: SimOrder, open_: float, high: float, low: float) -> float | None:
         """Price at which a stop triggers in this bar (gap rule: the open when it gapped through)."""
-        stop = float(order.intent.stop_price)  # type: ignore[arg-type]
-        if order.intent.side is Side.BUY:
+        stop = order.stop
+        if order.side > 0:
             return open_ if open_ >= stop else stop if high >= stop else None
         return open_ if open_ <= stop else stop if low <= stop else None
 
-    def _limit_price(self, order: SimOrder, open_: float, high: float, low: float) -> float | None:
-        limit = float(order.intent.limit_price)  # type: ignore[arg-type]
-        if order.intent.side is Side.BUY:
+    @staticmethod
+    def _limit_price(order: SimOrder, open_: float, high: float, low: float) -> float | None:
+        limit = order.limit
+        if order.side > 0:
             return open_ if open_ <= limit else limit if low <= limit else None
         return open_ if open_ >= limit else limit if high >= limit else None
 
     def _reference_price(self, order: SimOrder, open_: float, high: float, low: float) -> tuple[float, bool] | None:
         """(price before costs, pays spread/slippage) or None when the order does not fill in this bar."""
-        kind = order.intent.order_type
+        kind = order.kind
         if kind is OrderType.MARKET:
             return open_, True
         if kind is OrderType.LIMIT:
@@ -235,8 +279,8 @@ class SimulatedBroker:
             if trigger is None:
                 return None
             order.triggered = True
-            limit = float(order.intent.limit_price)  # type: ignore[arg-type]
-            within = trigger <= limit if order.intent.side is Side.BUY else trigger >= limit
+            limit = order.limit
+            within = trigger <= limit if order.side > 0 else trigger >= limit
             return (trigger, False) if within else None
         price = self._limit_price(order, open_, high, low)
         return None if price is None else (price, False)
@@ -245,55 +289,65 @@ class SimulatedBroker:
                volume: FloatArray) -> list[SimFill]:
         del close  # fills happen inside the bar; the close only marks to market (see `equity`)
         fills: list[SimFill] = []
-        if not self._working:  # most bars of most instruments: nothing to match
+        working = self._working
+        if not working:  # most bars of most instruments: nothing to match
             return fills
-        cap = self.config.participation_cap
+        config = self.config
+        costs = config.costs
+        cap = config.participation_cap
         room = np.floor(cap * np.where(np.isnan(volume), 0.0, volume)) if cap is not None else None
+        allow_short = config.allow_short
+        positions = self.positions
         # `_working` only grows in `submit` (rising sequence) and `from_dict` (sequence order), so its
         # insertion order is `open_orders()`'s order without the sort.
-        for order in list(self._working.values()):
-            if not order.active or order.intent.client_order_id not in self._working:
+        for order in list(working.values()):
+            if not order.active or working.get(order.client_id) is not order:
                 continue
             i = order.index
             o = float(open_[i])
             if not math.isfinite(o):
                 continue
-            h, lo = float(high[i]), float(low[i])
-            side = int(order.intent.side)
-            quantity = order.remaining
-            if order.intent.purpose in PROTECTIVE:
-                held = int(self.positions[i])
+            side = order.side
+            quantity = order.quantity - order.filled
+            if order.protective:
+                held = int(positions[i])
                 if held * side >= 0:  # nothing left to protect
                     self._finish(order, OrderState.CANCELLED)
                     continue
                 quantity = min(quantity, abs(held))
-            elif not self.config.allow_short and side < 0:
-                quantity = min(quantity, max(int(self.positions[i]), 0))
+            elif side < 0 and not allow_short:
+                quantity = min(quantity, max(int(positions[i]), 0))
                 if quantity == 0:
                     self._finish(order, OrderState.REJECTED)
                     continue
-            reference = self._reference_price(order, o, h, lo)
-            if reference is None:
-                continue
+            if order.kind is OrderType.MARKET:  # the usual order: `_reference_price` inlined
+                reference, pays_spread = o, True
+            else:
+                found = self._reference_price(order, o, float(high[i]), float(low[i]))
+                if found is None:
+                    continue
+                reference, pays_spread = found
             if room is not None:
                 quantity = min(quantity, int(room[i]))
                 if quantity <= 0:
                     continue
-            bar_volume = float(volume[i])
-            participation = quantity / bar_volume if math.isfinite(bar_volume) and bar_volume > 0 else 0.0
-            price = execution_price(self.config.costs, order.intent.side, reference[0], participation) \
-                if reference[1] else reference[0]
-            costs = self.config.costs
-            fee = fee_total(costs, order.intent.side, quantity, price)
-            if side * int(self.positions[i]) >= 0 and quantity * price + fee > self.cash:  # opening, unaffordable
-                if self.config.insufficient_cash == "reject":
+            intent_side = order.intent.side
+            if pays_spread:
+                bar_volume = float(volume[i])
+                participation = quantity / bar_volume if math.isfinite(bar_volume) and bar_volume > 0 else 0.0
+                price = execution_price(costs, intent_side, reference, participation)
+            else:
+                price = reference
+            fee = fee_total(costs, intent_side, quantity, price)
+            if side * int(positions[i]) >= 0 and quantity * price + fee > self.cash:  # opening, unaffordable
+                if config.insufficient_cash == "reject":
                     self._finish(order, OrderState.REJECTED)
                     continue
                 quantity = min(quantity, int(self.cash // price))
-                fee = fee_total(costs, order.intent.side, quantity, price)
+                fee = fee_total(costs, intent_side, quantity, price)
                 while quantity > 0 and quantity * price + fee > self.cash:
                     quantity -= 1
-                    fee = fee_total(costs, order.intent.side, quantity, price)
+                    fee = fee_total(costs, intent_side, quantity, price)
                 if quantity <= 0:
                     self._finish(order, OrderState.REJECTED)
                     continue
@@ -303,43 +357,43 @@ class SimulatedBroker:
         return fills
 
     def _fill(self, order: SimOrder, quantity: int, price: float, fee: float, bar_at_ns: int) -> SimFill:
-        side = order.intent.side
+        side = order.side
         price, fee = float(price), float(fee)
         i = order.index
-        self.cash -= int(side) * quantity * price + fee
-        self.positions[i] += int(side) * quantity
+        self.cash -= side * quantity * price + fee
+        held = int(self.positions[i]) + side * quantity
+        self.positions[i] = held
         self.fees_paid[i] += fee
         order.average_price = (order.average_price * order.filled + price * quantity) / (order.filled + quantity)
         order.filled += quantity
         self._fill_count += 1
         intent = order.intent
-        fill = SimFill(intent.client_order_id, intent.instrument_key, side, quantity, price, fee, bar_at_ns,
+        fill = SimFill(order.client_id, intent.instrument_key, intent.side, quantity, price, fee, bar_at_ns,
                        self._fill_count, i, intent.purpose)
         if order.remaining <= 0:
             self._finish(order, OrderState.FILLED)
         else:
             order.state = OrderState.PARTIALLY_FILLED
-        for child in self._working.values():
-            if child.intent.parent_client_order_id == order.intent.client_order_id:
-                child.active = True
-                child.quantity = min(child.intent.quantity, order.filled)
-        held = int(self.positions[i])
-        for other in list(self._working.values()):
-            if other.index == i and other.active and other.intent.purpose in PROTECTIVE:
-                if held * int(other.intent.side) >= 0:
-                    self._finish(other, OrderState.CANCELLED)
-                elif other.remaining > abs(held):
-                    other.quantity = other.filled + abs(held)
+        for child in self._working_children(order.client_id):
+            child.active = True
+            child.quantity = min(child.intent.quantity, order.filled)
+        if self._protective[i]:
+            for other in list(self._working.values()):
+                if other.index == i and other.active and other.protective:
+                    if held * other.side >= 0:
+                        self._finish(other, OrderState.CANCELLED)
+                    elif other.remaining > abs(held):
+                        other.quantity = other.filled + abs(held)
         return fill
 
     def _finish(self, order: SimOrder, state: OrderState) -> None:
         order.state = state
-        self._working.pop(order.intent.client_order_id, None)
-        self._final_states[order.intent.client_order_id] = state
+        self._remove(order.client_id)
+        self._final_states[order.client_id] = state
         if state is not OrderState.FILLED and order.filled == 0:
-            for child in [o for o in self._working.values()
-                          if o.intent.parent_client_order_id == order.intent.client_order_id and not o.active]:
-                self._finish(child, OrderState.CANCELLED)
+            for child in self._working_children(order.client_id):
+                if not child.active:
+                    self._finish(child, OrderState.CANCELLED)
 
     # -- persistence ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -368,5 +422,5 @@ class SimulatedBroker:
             order = SimOrder(_intent_from_dict(raw["intent"]), raw["index"], raw["sequence"], raw["filled"],
                              OrderState(raw["state"]), raw["active"], raw["triggered"], raw["quantity"],
                              raw["average_price"])
-            broker._working[order.intent.client_order_id] = order
+            broker._add(order)
         return broker

@@ -13,6 +13,7 @@ from tradeloom.domain import Instrument, OrderIntent
 from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.execution import WorkingParent
 from tradeloom.errors import InputError
+from tradeloom.records import fast_init
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -43,6 +44,7 @@ class Universe:
         return len(self.keys)
 
 
+@fast_init
 @dataclass(frozen=True)
 class EngineInputs:
     """Everything the engine sees at one bar close; arrays are indexed like `universe.keys`.
@@ -191,6 +193,7 @@ class EngineState:
         return cls(**values)
 
 
+@fast_init
 @dataclass(frozen=True)
 class RuleEvent:
     instrument_key: str  # "*" for the whole portfolio
@@ -199,6 +202,7 @@ class RuleEvent:
     reason: str
 
 
+@fast_init
 @dataclass(frozen=True)
 class DecisionRecord:
     """The audit trail of one step: what each instrument's signal was and what the risk layer did."""
@@ -225,6 +229,7 @@ class DecisionRecord:
         }
 
 
+@fast_init
 @dataclass(frozen=True)
 class StepResult:
     intents: list[OrderIntent]

@@ -111,3 +111,17 @@ def test_step_any_bars_never_mutates_the_state_it_was_given() -> None:
     # The walk went through entries, brackets and exits (so every state array was written at least once).
     assert {(OrderType.MARKET, IntentPurpose.ENTRY), (OrderType.MARKET, IntentPurpose.EXIT),
             (OrderType.STOP, IntentPurpose.STOP_LOSS), (OrderType.LIMIT, IntentPurpose.TAKE_PROFIT)} <= seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(confidence=st.lists(st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.5000001, 0.9, float("nan")]), min_size=1,
+                           max_size=12), data=st.data())
+def test_proposal_ranked_equals_numpy_stable_argsort(confidence: list[float], data: st.DataObject) -> None:
+    from tradeloom.engine.risk import Proposal
+
+    side = np.array(data.draw(st.lists(st.sampled_from([-1, 0, 1]), min_size=len(confidence),
+                                       max_size=len(confidence))), dtype=np.int8)
+    values = np.array(confidence)
+    wanted = np.flatnonzero(side != 0)
+    expected = wanted[np.argsort(-values[wanted], kind="stable")].tolist()  # the definition it replaced
+    assert Proposal(side, np.ones(len(side), dtype=np.int64), values).ranked == expected

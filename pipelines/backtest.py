@@ -134,20 +134,24 @@ def run_backtest(
     records: list[DecisionRecord] = []
     intents_by_bar: list[list[str]] = []
     traded_notional = 0.0
+    # Python ints and row views taken once per bar (each is read twice: by the broker and by the step).
+    bar_ats, day_numbers = data.bar_at_ns.tolist(), days.tolist()
+    features = data.features
     for t in range(n_bars):
-        bar_at = int(data.bar_at_ns[t])
-        new_fills = broker.on_bar(bar_at, data.open[t], data.high[t], data.low[t], data.close[t], data.volume[t])
+        bar_at = bar_ats[t]
+        open_, high, low, close, volume = data.open[t], data.high[t], data.low[t], data.close[t], data.volume[t]
+        new_fills = broker.on_bar(bar_at, open_, high, low, close, volume)
         for sim in new_fills:
             traded_notional += sim.quantity * sim.price
         fills.extend(new_fills)
-        close = data.close[t]
         equity[t] = broker.equity(np.where(np.isfinite(close), close, state.last_close))
         positions[t] = broker.positions
         inputs = EngineInputs(
-            universe=data.universe, bar_at_ns=bar_at, open=data.open[t], high=data.high[t], low=data.low[t],
-            close=close, volume=data.volume[t], probabilities=probabilities[t], positions=broker.positions.copy(),
+            universe=data.universe, bar_at_ns=bar_at, open=open_, high=high, low=low,
+            close=close, volume=volume, probabilities=probabilities[t], positions=broker.positions.copy(),
             cash=broker.cash, pending=broker.pending_quantities(),
-            features={name: values[t] for name, values in data.features.items()}, session_day=int(days[t]),
+            features={name: values[t] for name, values in features.items()} if features else {},
+            session_day=day_numbers[t],
             minutes_to_close=None if data.minutes_to_close is None else data.minutes_to_close[t],
         )
         result = step(engine_config, state, inputs)

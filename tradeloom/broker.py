@@ -39,6 +39,7 @@ from typing import Protocol, runtime_checkable
 from tradeloom.domain import Fill, Instrument, OrderIntent, OrderState, OrderType, ProductType, Side, Timeframe
 from tradeloom.errors import ConfigError, TransientBrokerError
 from tradeloom.quality import BarColumns
+from tradeloom.records import fast_init
 
 
 class TokenExpiredError(ConfigError):
@@ -53,6 +54,7 @@ class PlacementUnconfirmed(TransientBrokerError):
     """
 
 
+@fast_init
 @dataclass(frozen=True)
 class BrokerOrder:
     """An order as the broker reports it, translated to our vocabulary."""
@@ -88,6 +90,7 @@ class BrokerOrder:
         return 0 if self.state.is_terminal else self.quantity - self.filled_quantity
 
 
+@fast_init
 @dataclass(frozen=True)
 class BrokerPosition:
     instrument_key: str
@@ -97,12 +100,14 @@ class BrokerPosition:
     realized_pnl: Decimal = Decimal(0)
 
 
+@fast_init
 @dataclass(frozen=True)
 class Funds:
     available_cash: Decimal
     used_margin: Decimal
 
 
+@fast_init
 @dataclass(frozen=True)
 class DepthLevel:
     price: float
@@ -110,6 +115,7 @@ class DepthLevel:
     orders: int
 
 
+@fast_init
 @dataclass(frozen=True)
 class Tick:
     """One market data update; prices as floats (market data, not money we owe)."""

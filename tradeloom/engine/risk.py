@@ -60,16 +60,17 @@ class Proposal:
         """Instruments with an entry side, most confident first; stable: ties keep instrument order, so a
         replay always picks the same ones. Sorted once per step; each rule filters it (a subsequence of a
         stable sort is the stable sort of the subset)."""
-        wanted: list[int] = (self.side != 0).nonzero()[0].tolist()
+        chosen = (self.side != 0).nonzero()[0]
+        wanted: list[int] = chosen.tolist()
         if len(wanted) <= 1:
             return wanted
-        confidence = self.confidence.tolist()
-        keys = [-confidence[index] for index in wanted]
+        keys: list[float] = (-self.confidence[chosen]).tolist()
         if any(math.isnan(key) for key in keys):  # NaN: numpy's order (NaN last); signals never produce one
             order: list[int] = np.argsort(np.array(keys), kind="stable").tolist()
             return [wanted[k] for k in order]
-        # Python's sort is stable too, and cheaper on the few entries of a bar; ties keep instrument order.
-        return [index for _, index in sorted(zip(keys, wanted, strict=True), key=lambda pair: pair[0])]
+        # Python's sort of (key, index) pairs: ties fall back to the (ascending) instrument index, which is
+        # what a stable sort keeps; cheaper than numpy's on the few entries of a bar.
+        return [index for _, index in sorted(zip(keys, wanted, strict=True))]
 
 
 @fast_init

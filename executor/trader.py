@@ -28,6 +28,7 @@ from tradeloom.broker import Broker
 from tradeloom.domain import IntentPurpose
 from tradeloom.engine.baselines import one_hot, sma_cross_direction
 from tradeloom.engine.config import EngineConfig
+from tradeloom.engine.kernels import warm_up
 from tradeloom.engine.state import EngineInputs, EngineState, StepResult, Universe
 from tradeloom.engine.step import step
 from tradeloom.features.online import OnlineFeatureEngine
@@ -139,6 +140,9 @@ class Trader:
         self.last_decision_seconds = 0.0
         self.bars_done = 0
         self._index = {key: i for i, key in enumerate(universe.keys)}
+        # Compile (or load from numba's disk cache) the engine's kernels now: otherwise the first bars of the
+        # session pay numba's import and cache load inside the decision (tens of ms; seconds with a cold cache).
+        warm_up()
 
     # -- state persistence ---------------------------------------------------------------------------------
     def _load_state(self, cash: float) -> EngineState:

@@ -130,6 +130,7 @@ class OrderManager:
         # Every order that may still be open (terminal ones are dropped as they are met): the per-bar views
         # walk these, not the whole day's orders.
         self._maybe_open: dict[str, ManagedOrder] = {}
+        self._key_index: tuple[tuple[str, ...], dict[str, int]] | None = None
         self._by_broker_id: dict[str, str] = {}
         self._entries_allowed = entries_allowed
         self._seen_fill_ids: set[str] = set()
@@ -362,7 +363,10 @@ class OrderManager:
 
     def pending_quantities(self, keys: tuple[str, ...], purposes: frozenset[IntentPurpose]) -> list[int]:
         """Signed remaining quantity of open orders of the given purposes, per key (one pass)."""
-        index = {key: i for i, key in enumerate(keys)}
+        cached = self._key_index
+        if cached is None or cached[0] is not keys:  # the trader passes the same tuple on every bar
+            cached = self._key_index = (keys, {key: i for i, key in enumerate(keys)})
+        index = cached[1]
         out = [0] * len(keys)
         for order in self.open_orders():
             if order.intent.purpose in purposes and order.intent.instrument_key in index:

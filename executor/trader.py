@@ -140,6 +140,7 @@ class Trader:
         self.last_decision_seconds = 0.0
         self.bars_done = 0
         self._index = {key: i for i, key in enumerate(universe.keys)}
+        self._names: tuple[object, tuple[str, ...]] = (None, ())
         # Compile (or load from numba's disk cache) the engine's kernels now: otherwise the first bars of the
         # session pay numba's import and cache load inside the decision (tens of ms; seconds with a cold cache).
         warm_up()
@@ -204,7 +205,10 @@ class Trader:
         return self._finish(bar, matrix, started, result, record)
 
     def _feature_arrays(self, matrix: FloatArray) -> dict[str, FloatArray]:
-        names = self.features.spec.names
+        spec = self.features.spec
+        if self._names[0] is not spec:  # `spec.names` builds a tuple per call; the spec does not change
+            self._names = (spec, spec.names)
+        names = self._names[1]
         feature_arrays = {name: matrix[:, column] for column, name in enumerate(names)}
         for alias, name in FEATURE_ALIASES.items():
             if name in feature_arrays:

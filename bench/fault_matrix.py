@@ -79,7 +79,7 @@ def _inject(server: FakeKiteServer, stop: threading.Event, spacing: float) -> li
     return armed
 
 
-def run_fault_matrix(database: str = "tradeloom_faults", days: int = 2, spacing: float = 0.3) -> FaultRun:
+def run_fault_matrix(database: str = "tradeloom_faults", days: int = 2, spacing: float = 0.15) -> FaultRun:
     db, matrix = _prepare(database, days)
     listings = tuple(Listing(100 + i, key.split(":")[1], exchange="SYNTH") for i, key in enumerate(KEYS))
     outcome = FaultRun()

@@ -131,6 +131,8 @@ class OrderManager:
         # walk these, not the whole day's orders.
         self._maybe_open: dict[str, ManagedOrder] = {}
         self._key_index: tuple[tuple[str, ...], dict[str, int]] | None = None
+        # Today's orders per (strategy, instrument) in submit order: what OCO pairs legs within.
+        self._by_instrument: dict[tuple[str, str], list[ManagedOrder]] = {}
         self._by_broker_id: dict[str, str] = {}
         self._entries_allowed = entries_allowed
         self._seen_fill_ids: set[str] = set()
@@ -138,12 +140,11 @@ class OrderManager:
 
     # -- loading and reconciliation ----------------------------------------------------------------------
     def adopt(self, orders: Iterable[ManagedOrder], fill_ids: Iterable[str] = ()) -> None:
-        """Take over orders known from the journal (after a restart)."""
-        for order in orders:
-            self.orders[order.client_order_id] = order
-            self._maybe_open[order.client_order_id] = order
-            if order.broker_order_id:
-                self._by_broker_id[order.broker_order_id] = order.client_order_id
+        """Take over orders known from the journal (after a restart), in the order they were decided: by bar,
+        an entry before the legs of its bracket (which is what OCO's position episodes are read from)."""
+        for order in sorted(orders, key=lambda o: (o.lineage.bar_at_ns or 0,
+                                                   o.intent.purpose is not IntentPurpose.ENTRY)):
+            self._register(order)
         self._seen_fill_ids.update(fill_ids)
 
     def reconcile(self) -> dict[str, int]:
@@ -207,8 +208,7 @@ class OrderManager:
         contingent = bool(getattr(self.broker, "supports_contingent_orders", False))
         if intent.purpose in PROTECTIVE and parent is not None and parent.filled_quantity == 0 and not contingent:
             order.held_for_parent = True
-        self.orders[intent.client_order_id] = order
-        self._maybe_open[intent.client_order_id] = order
+        self._register(order)
         self.journal.save_order(order)
         if send and not order.held_for_parent:
             self.journal.sync()  # durable before anything reaches the broker
@@ -291,7 +291,7 @@ class OrderManager:
         if changed:
             order.status_message = update.status_message or order.status_message
             self.journal.save_order(order)
-            self._release_and_oco()
+            self._release_and_oco(order.intent.instrument_key)
         return changed
 
     def on_fill(self, fill: Fill) -> bool:
@@ -328,8 +328,17 @@ class OrderManager:
         self._release_and_oco()
         return changed
 
-    def _release_and_oco(self) -> None:
-        for order in list(self.orders.values()):
+    def _register(self, order: ManagedOrder) -> None:
+        self.orders[order.client_order_id] = order
+        self._maybe_open[order.client_order_id] = order
+        if order.broker_order_id:
+            self._by_broker_id[order.broker_order_id] = order.client_order_id
+        group = (order.lineage.strategy, order.intent.instrument_key)
+        self._by_instrument.setdefault(group, []).append(order)
+
+    def _release_and_oco(self, instrument_key: str | None = None) -> None:
+        """Send bracket legs whose entry has filled, and apply OCO (all instruments, or the one named)."""
+        for order in list(self._maybe_open.values()):
             parent_id = order.intent.parent_client_order_id
             if order.held_for_parent and order.is_open and parent_id:
                 parent = self.orders.get(parent_id)
@@ -338,14 +347,30 @@ class OrderManager:
                 elif parent is not None and parent.state.is_terminal and parent.filled_quantity == 0:
                     order.held_for_parent = False
                     self._set(order, OrderState.CANCELLED, message="parent never filled")
-        # OCO: a filled protective leg cancels its open sibling for the same entry.
-        for order in list(self.orders.values()):
+        for (_strategy, key), group in list(self._by_instrument.items()):
+            if instrument_key is None or key == instrument_key:
+                self._oco(group)
+
+    def _oco(self, group: list[ManagedOrder]) -> None:
+        """A filled protective leg cancels the open protective orders of its own position, never those of a
+        later one: each entry starts an episode, and a leg belongs to the episode it was submitted in.
+
+        Level-triggered (re-checked on every update), so it also holds after a restart that journaled the
+        fill but not the sibling's cancel.
+        """
+        episode, last_filled = -1, -2
+        episodes: list[int] = []
+        for order in group:
+            if order.intent.purpose is IntentPurpose.ENTRY:
+                episode += 1
+            episodes.append(episode)
             if order.intent.purpose in PROTECTIVE and order.state is OrderState.FILLED:
-                for sibling in self.orders.values():
-                    if (sibling is not order and sibling.is_open and sibling.intent.purpose in PROTECTIVE
-                            and sibling.intent.instrument_key == order.intent.instrument_key
-                            and sibling.lineage.strategy == order.lineage.strategy):
-                        self.cancel(sibling.client_order_id)
+                last_filled = episode
+        if last_filled < -1:
+            return
+        for order, order_episode in zip(group, episodes, strict=True):
+            if order_episode <= last_filled and order.is_open and order.intent.purpose in PROTECTIVE:
+                self.cancel(order.client_order_id)
 
     def _set(self, order: ManagedOrder, state: OrderState, message: str = "") -> None:
         if transition(order, state) or message:

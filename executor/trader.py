@@ -25,7 +25,7 @@ from executor.journal import Journal
 from executor.oms import Lineage, OrderManager
 from executor.policy import PolicyChampion
 from tradeloom.broker import Broker
-from tradeloom.domain import IntentPurpose
+from tradeloom.domain import IntentPurpose, OrderState
 from tradeloom.engine.baselines import one_hot, sma_cross_direction
 from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.kernels import warm_up
@@ -40,6 +40,7 @@ FloatArray = npt.NDArray[np.float64]
 # Engine rules read these names; the feature spec calls them by their full names.
 FEATURE_ALIASES = {"atr": "atr_14", "realised_vol": "rvol_20"}
 WORKING = frozenset({IntentPurpose.ENTRY, IntentPurpose.EXIT, IntentPurpose.SQUARE_OFF})
+LOST = frozenset({OrderState.CANCELLED, OrderState.REJECTED, OrderState.EXPIRED})  # ended without a fill
 Decision = TypeVar("Decision", StepResult, RebalanceResult)
 
 
@@ -189,6 +190,7 @@ class Trader:
             return self._finish(bar, matrix, started, rebalanced, lambda: rebalance_record)
         probabilities = self.scorer.score(matrix, bar.close)
         positions, cash, pending = self.portfolio()
+        self._forget_lost_stops(positions)
         inputs = EngineInputs(
             universe=self.universe, bar_at_ns=bar.bar_at_ns, open=bar.open, high=bar.high, low=bar.low,
             close=bar.close, volume=bar.volume, probabilities=probabilities, positions=positions, cash=cash,
@@ -203,6 +205,23 @@ class Trader:
             return out
 
         return self._finish(bar, matrix, started, result, record)
+
+    def _forget_lost_stops(self, positions: npt.NDArray[np.int64]) -> None:
+        """A held position whose stop the broker cancelled, rejected or expired (not filled) gets a new stop
+        from this bar's step: the engine places one wherever it knows of none. The backtest's simulated broker
+        never drops a stop by itself, so this changes nothing a replay compares."""
+        ids = self.state.stop_order_id
+        for index in np.flatnonzero((ids != None) & (positions != 0)).tolist():  # noqa: E711
+            order = self.orders.orders.get(str(ids[index]))
+            if order is None or order.state not in LOST:
+                continue
+            log.warning("protective stop %s of %s is %s (%s): placing a new one", order.client_order_id,
+                        self.universe.keys[index], order.state.value, order.status_message[:200])
+            self.journal.record_event("protective_stop_lost", {
+                "client_order_id": order.client_order_id, "instrument_key": self.universe.keys[index],
+                "state": order.state.value, "message": order.status_message[:200]})
+            ids[index] = None
+            self.state.stop_quantity[index] = 0
 
     def _feature_arrays(self, matrix: FloatArray) -> dict[str, FloatArray]:
         spec = self.features.spec

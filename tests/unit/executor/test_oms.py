@@ -299,3 +299,51 @@ def test_open_orders_and_pending_follow_fills_cancels_and_adoption() -> None:
     restarted.adopt(list(manager.orders.values()))
     assert [order.client_order_id for order in restarted.open_orders()] == ["C"]
     assert restarted.pending_quantities(("NSE:INFY", "NSE:TCS"), purposes) == [10, 0]
+
+
+def test_a_new_bracket_after_a_stop_out_keeps_its_protection() -> None:
+    """OCO pairs the legs of one position: a stop filled earlier in the day must not cancel the legs of a
+    later bracket on the same instrument (that would leave the new position naked)."""
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit(_intent("E1"), LINEAGE)
+    manager.submit(_intent("S1", IntentPurpose.STOP_LOSS, "E1", OrderType.STOP, Side.SELL), LINEAGE)
+    first_target = manager.submit(_intent("T1", IntentPurpose.TAKE_PROFIT, "E1", OrderType.LIMIT, Side.SELL),
+                                  LINEAGE)
+    manager.on_update(broker.fill("E1", 10))
+    manager.on_update(broker.fill("S1", 10))  # stopped out: T1 is cancelled by OCO
+    assert first_target is not None and first_target.state is OrderState.CANCELLED
+    manager.submit(_intent("E2"), LINEAGE)
+    stop = manager.submit(_intent("S2", IntentPurpose.STOP_LOSS, "E2", OrderType.STOP, Side.SELL), LINEAGE)
+    target = manager.submit(_intent("T2", IntentPurpose.TAKE_PROFIT, "E2", OrderType.LIMIT, Side.SELL), LINEAGE)
+    manager.on_update(broker.fill("E2", 10))
+    manager.poll()
+    assert stop is not None and target is not None
+    assert stop.state is OrderState.ACKNOWLEDGED and target.state is OrderState.ACKNOWLEDGED
+    assert broker.venue["S2"].state is OrderState.ACKNOWLEDGED
+    manager.on_update(broker.fill("S2", 10))  # and the new pair still cancels each other
+    assert target.state is OrderState.CANCELLED
+
+
+def test_after_a_restart_the_journal_order_does_not_change_which_legs_oco_pairs() -> None:
+    """The journal hands orders back unordered: adoption sorts them by bar (entry before its legs), so a
+    restart after a stop-out and a re-entry keeps the new bracket and still cancels a stale leg."""
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    first, second = Lineage("s", "paper", 1), Lineage("s", "paper", 2)
+    manager.submit(_intent("E1"), first)
+    manager.submit(_intent("S1", IntentPurpose.STOP_LOSS, "E1", OrderType.STOP, Side.SELL), first)
+    manager.submit(_intent("T1", IntentPurpose.TAKE_PROFIT, "E1", OrderType.LIMIT, Side.SELL), first)
+    manager.on_update(broker.fill("E1", 10))
+    manager.submit(_intent("E2"), second)
+    manager.submit(_intent("S2", IntentPurpose.STOP_LOSS, "E2", OrderType.STOP, Side.SELL), second)
+    manager.on_update(broker.fill("E2", 10))
+    # S1 filled at the broker while the process was down; T1 is still working there.
+    broker.fill("S1", 10)
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt([replace(order) for order in reversed(list(manager.orders.values()))])
+    restarted.reconcile()
+    assert restarted.orders["S1"].state is OrderState.FILLED
+    assert restarted.orders["T1"].state is OrderState.CANCELLED and broker.venue["T1"].state is OrderState.CANCELLED
+    assert restarted.orders["S2"].state is OrderState.ACKNOWLEDGED
+    assert broker.venue["S2"].state is OrderState.ACKNOWLEDGED

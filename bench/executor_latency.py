@@ -65,7 +65,8 @@ def main() -> None:
     scorer = OnnxScorer(model.to_onnx(len(names)), card)
 
     with tempfile.TemporaryDirectory() as scratch:
-        broker = PaperBroker(keys, cash=10_000_000.0)
+        # State files as the service keeps them (the paper account, the engine state), in the scratch directory.
+        broker = PaperBroker(keys, cash=10_000_000.0, state_path=Path(scratch) / "paper-account.json")
         journal = Journal(Path(scratch), _no_database, strategy="bench", mode="replay")  # type: ignore[arg-type]
         trader = Trader(
             universe=Universe.of(instruments),
@@ -73,6 +74,7 @@ def main() -> None:
             broker=broker, orders=OrderManager(broker, journal), journal=journal,
             features=OnlineFeatureEngine(keys, "1m"),
             scorer=OnnxChampion(scorer, "bench", "1", SYMBOLS, len(names)), mode="replay", cash=10_000_000.0,
+            state_path=Path(scratch) / "engine-state.json",
         )
         decision_ms, inference_ms = [], []
         for t in range(BARS_PER_DAY, len(stamps)):

@@ -11,12 +11,13 @@ spool after a crash never duplicates a row.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ class Journal:
         self._conn: psycopg2.extensions.connection | None = None
         self._lock = threading.RLock()
         self._handle = self.path.open("a", encoding="utf-8")
+        # Records held back while the bar's orders go out (see `deferred`): (kind, data or an order snapshot).
+        self._deferred: list[tuple[str, dict[str, Any] | ManagedOrder]] | None = None
         self.db_healthy = True
         self.pending = sum(1 for _ in self.path.open(encoding="utf-8"))
         self.outages = 0
@@ -135,22 +138,68 @@ class Journal:
     def _append(self, kind: str, data: dict[str, Any]) -> None:
         """Append to the spool, through to the OS (`sync` makes it durable)."""
         with self._lock:
+            if self._deferred is not None:
+                self._deferred.append((kind, data))
+                return
             self._handle.write(json.dumps({"kind": kind, "data": data}, default=str) + "\n")
             self._handle.flush()
             self.pending += 1
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold records back (in memory, in order) until the block ends, or until a `sync` inside it.
+
+        The trader sends a bar's orders inside this block: the records that must precede a send (its NEW
+        record) are written and fsync'd by the write-ahead `sync`, which always writes what is held back first;
+        the SENT / acknowledged records that follow are formatted and written after the orders are out. A
+        process crash inside the block loses only those, and an order journaled NEW is looked up at the broker
+        by its client order id after a restart all the same (as after a machine crash).
+        """
+        with self._lock:
+            outer = self._deferred is None  # a nested block leaves the writing to the outer one
+            if outer:
+                self._deferred = []
+        try:
+            yield
+        finally:
+            if outer:
+                with self._lock:
+                    self._write_deferred()
+                    self._deferred = None
+
+    def _write_deferred(self) -> None:
+        held = self._deferred
+        if not held:
+            return
+        self._deferred = []
+        lines = [json.dumps({"kind": kind, "data": self._order_data(data) if isinstance(data, ManagedOrder)
+                             else data}, default=str) + "\n" for kind, data in held]
+        self._handle.write("".join(lines))
+        self._handle.flush()
+        self.pending += len(lines)
+
     def save_order(self, order: ManagedOrder) -> None:
+        # Reaches the OS at once (a process crash loses nothing), unless `deferred`; `sync` makes new orders
+        # durable before they are sent. A SENT record needs no fsync of its own: after a machine crash an order
+        # journaled NEW is looked up at the broker by its client order id all the same (OrderManager.reconcile).
+        with self._lock:
+            if self._deferred is not None:  # a snapshot: the order changes again before it is written
+                self._deferred.append(("order", copy.copy(order)))
+                return
+        self._append("order", self._order_data(order))
+
+    @staticmethod
+    def _order_data(order: ManagedOrder) -> dict[str, Any]:
         record = order_record(order)
         record["event_key"] = uuid.uuid4().hex
         record["detail"] = json.dumps({"message": order.status_message[:500], "unconfirmed": order.unconfirmed,
                                        "held_for_parent": order.held_for_parent})
-        # Reaches the OS at once (a process crash loses nothing); `sync` makes new orders durable before they
-        # are sent. A SENT record needs no fsync of its own: after a machine crash an order journaled NEW is
-        # looked up at the broker by its client order id all the same (OrderManager.reconcile).
-        self._append("order", record)
+        return record
 
     def sync(self) -> None:
         with self._lock:
+            if self._deferred:
+                self._write_deferred()
             self._handle.flush()
             os.fsync(self._handle.fileno())
 

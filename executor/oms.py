@@ -337,12 +337,13 @@ class OrderManager:
         self._by_instrument.setdefault(group, []).append(order)
 
     def _release_and_oco(self, instrument_key: str | None = None) -> None:
-        """Send bracket legs whose entry has filled, and apply OCO (all instruments, or the one named)."""
+        """Send bracket legs whose entry is done (filled, or cancelled / expired after a partial fill: the legs
+        then cover what did fill), and apply OCO (all instruments, or the one named)."""
         for order in list(self._maybe_open.values()):
             parent_id = order.intent.parent_client_order_id
             if order.held_for_parent and order.is_open and parent_id:
                 parent = self.orders.get(parent_id)
-                if parent is not None and parent.filled_quantity > 0 and parent.state is OrderState.FILLED:
+                if parent is not None and parent.filled_quantity > 0 and parent.state.is_terminal:
                     self._send(order)
                 elif parent is not None and parent.state.is_terminal and parent.filled_quantity == 0:
                     order.held_for_parent = False

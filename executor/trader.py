@@ -275,10 +275,13 @@ class Trader:
         )
         for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
             self.orders.cancel(client_id)
-        self.orders.submit_all([intent for intent in result.intents
-                                if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)], lineage)
-        # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
-        self.last_decision_seconds = time.perf_counter() - started
+        # The records after each order's write-ahead sync (sent, acknowledged) are written once all are out.
+        with self.journal.deferred():
+            self.orders.submit_all([intent for intent in result.intents
+                                    if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)],
+                                   lineage)
+            # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
+            self.last_decision_seconds = time.perf_counter() - started
         # The decision record is audit, written off the order path: each order carries the same lineage and
         # was made durable before it was sent; this record becomes durable with the next sync.
         self.journal.record_decision(lineage, record(), bar.source)

@@ -79,3 +79,48 @@ def test_average_cost_restarts_at_the_fill_price_through_flat() -> None:
     broker.place(_market("C", "NSE:INFY", Side.BUY, 4))
     _bar(broker, 3, 95.0, 200.0)
     assert [(p.quantity, p.average_price) for p in broker.positions()] == [(4, Decimal(95))]
+
+
+def _fingerprint(broker: PaperBroker) -> tuple[object, ...]:
+    return (sorted((p.instrument_key, p.quantity, p.average_price) for p in broker.positions()), broker.funds(),
+            [(f.fill_id, f.quantity, f.price) for f in broker.fills_today()],
+            sorted((o.client_order_id, o.state, o.filled_quantity) for o in broker.orders_today()))
+
+
+def test_placements_between_bars_are_logged_not_rewritten_and_survive_a_restart(tmp_path: Path) -> None:
+    """A placement appends one line to the account's log instead of rewriting the account; a restart before
+    the next bar replays the log, so the restarted account trades exactly like one that never stopped."""
+    state = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=state)
+    twin = PaperBroker(KEYS, cash=1_000_000.0)  # the same orders and bars, never restarted
+    for account in (broker, twin):
+        account.place(_market("A", "NSE:INFY", Side.BUY, 10))
+        _bar(account, 1, 100.0, 200.0)
+    snapshot = state.read_bytes()
+    for account in (broker, twin):
+        account.place(_market("B", "NSE:TCS", Side.BUY, 5))
+        account.place(_market("C", "NSE:INFY", Side.SELL, 4))
+        account.cancel("P-C")
+    assert state.read_bytes() == snapshot  # the account file is untouched between bars
+    assert len(state.with_suffix(".log").read_text(encoding="utf-8").splitlines()) == 3
+
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)
+    assert _fingerprint(restarted) == _fingerprint(twin)
+    for account in (restarted, twin):
+        _bar(account, 2, 101.0, 201.0)
+    assert _fingerprint(restarted) == _fingerprint(twin)
+    assert state.with_suffix(".log").read_text(encoding="utf-8") == ""  # the bar's snapshot includes it all
+
+
+def test_log_lines_already_in_the_snapshot_and_a_torn_last_line_are_skipped(tmp_path: Path) -> None:
+    state = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=state)
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    logged = state.with_suffix(".log").read_text(encoding="utf-8")
+    _bar(broker, 1, 100.0, 200.0)
+    # A crash between the snapshot's replace and the log's truncation leaves lines the snapshot includes;
+    # a crash in the middle of a write leaves half a line.
+    state.with_suffix(".log").write_text(logged + '{"sequence": 2, "op": "pla', encoding="utf-8")
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)
+    assert _fingerprint(restarted) == _fingerprint(broker)
+    assert [p.quantity for p in restarted.positions()] == [10]

@@ -347,3 +347,18 @@ def test_after_a_restart_the_journal_order_does_not_change_which_legs_oco_pairs(
     assert restarted.orders["T1"].state is OrderState.CANCELLED and broker.venue["T1"].state is OrderState.CANCELLED
     assert restarted.orders["S2"].state is OrderState.ACKNOWLEDGED
     assert broker.venue["S2"].state is OrderState.ACKNOWLEDGED
+
+
+def test_an_entry_cancelled_after_a_partial_fill_releases_its_legs_for_what_filled() -> None:
+    """A market entry can fill in part and have the rest cancelled (circuit limit, market protection): the
+    position that did fill gets its stop and target, sized to it, instead of waiting for a fill that never comes."""
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit(_intent("E"), LINEAGE)
+    stop = manager.submit(_intent("S", IntentPurpose.STOP_LOSS, "E", OrderType.STOP, Side.SELL), LINEAGE)
+    manager.submit(_intent("T", IntentPurpose.TAKE_PROFIT, "E", OrderType.LIMIT, Side.SELL), LINEAGE)
+    manager.on_update(broker.fill("E", 4))
+    assert [i.client_order_id for i in broker.placed] == ["E"]  # still working: the legs wait
+    manager.on_update(broker.cancel(broker.venue["E"].broker_order_id))
+    assert [(i.client_order_id, i.quantity) for i in broker.placed] == [("E", 10), ("S", 4), ("T", 4)]
+    assert stop is not None and stop.state is OrderState.ACKNOWLEDGED and stop.intent.quantity == 4

@@ -2,8 +2,10 @@
 
 Fills come from the same `SimulatedBroker` the backtester uses (same cost, slippage, gap and partial-fill
 rules), so a replayed day through the executor trades exactly like the backtest. It accepts bracket legs
-natively (`supports_contingent_orders`), as the backtester does. Its state is written atomically after
-every change, so a restart continues the same account.
+natively (`supports_contingent_orders`), as the backtester does. A restart continues the same account: the
+whole account is written atomically after each bar (`save`), and each placement or cancel in between is one
+flushed line of an append-only log beside it (`<state>.log`), replayed on load. Placing an order used to
+rewrite the whole account file (4-10 ms on ext4, growing over the day) inside the decision.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -20,8 +23,8 @@ import numpy.typing as npt
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback
 from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
 from tradeloom.engine.config import BrokerConfig
-from tradeloom.engine.simbroker import SimFill, SimulatedBroker
-from tradeloom.errors import InputError, OrderRejectedError
+from tradeloom.engine.simbroker import SimFill, SimulatedBroker, _intent_from_dict, _intent_to_dict
+from tradeloom.errors import InputError, InvariantViolation, OrderRejectedError
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
@@ -46,12 +49,15 @@ class PaperBroker:
         # reducing it keeps the average, going through flat starts again at the fill price.
         self._cost: dict[str, tuple[int, Decimal]] = {}
         self.sim: SimulatedBroker
+        self._sequence = 0  # of the last placement / cancel in the log (the snapshot records the one it includes)
+        self._log: TextIO | None = None
         if state_path is not None and state_path.exists():
             self._load(state_path)
             if tuple(keys) != self.sim.keys:
                 raise InputError(f"paper account {state_path} trades {self.sim.keys}, asked for {tuple(keys)}")
         else:
             self.sim = SimulatedBroker(config or BrokerConfig(), tuple(keys), cash)
+            self.save()  # the opening cash is on disk before the first order is logged
 
     # -- persistence --------------------------------------------------------------------------------------
     def _load(self, path: Path) -> None:
@@ -84,15 +90,54 @@ class PaperBroker:
                     Decimal(raw["fees"]),
                 )
             )
+        self._sequence = int(data.get("log_sequence", 0))
+        self._replay(path.with_suffix(".log"))
         for client_id in self._intents:
             self._orders[client_id] = self._snapshot(client_id)
 
-    def save(self) -> None:
+    def _replay(self, log_path: Path) -> None:
+        """Apply the placements and cancels logged after the snapshot, in order. A torn last line (a crash in
+        the middle of its write) ends the replay: that order was never confirmed to the caller."""
+        if not log_path.exists():
+            return
+        for line in log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("paper account log %s ends in a torn line; replayed up to it", log_path)
+                break
+            if int(entry["sequence"]) <= self._sequence:
+                continue  # already in the snapshot (a crash between the snapshot and the log's truncation)
+            if entry["op"] == "place":
+                intent = _intent_from_dict(entry["intent"])
+                self.sim.submit(intent)
+                self._intents.setdefault(intent.client_order_id, intent)
+            else:
+                self.sim.cancel(str(entry["client_order_id"]))
+            self._sequence = int(entry["sequence"])
+
+    def _append_log(self, entry: dict[str, Any]) -> None:
         if self.state_path is None:
             return
-        from tradeloom.engine.simbroker import _intent_to_dict
+        log_file = self._log_file()
+        self._sequence += 1
+        log_file.write(json.dumps({"sequence": self._sequence, **entry}) + "\n")
+        log_file.flush()  # through to the OS: a process crash loses nothing
 
+    def _log_file(self) -> TextIO:
+        if self._log is None:
+            if self.state_path is None:
+                raise InvariantViolation("the paper broker keeps no log without a state path")
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.state_path.with_suffix(".log").open("a", encoding="utf-8")
+        return self._log
+
+    def save(self) -> None:
+        """The whole account, replaced atomically; then the log it now includes is emptied."""
+        if self.state_path is None:
+            return
         data = {
+            "log_sequence": self._sequence,
             "sim": self.sim.to_dict(),
             "intents": [_intent_to_dict(intent) for intent in self._intents.values()],
             "fills": [
@@ -113,6 +158,9 @@ class PaperBroker:
         temporary = self.state_path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data), encoding="utf-8")  # atomic replace: survives a process crash
         temporary.replace(self.state_path)
+        log_file = self._log_file()
+        log_file.seek(0)
+        log_file.truncate()
 
     # -- the port -----------------------------------------------------------------------------------------
     def _snapshot(self, client_id: str) -> BrokerOrder:
@@ -144,9 +192,9 @@ class PaperBroker:
         except InputError as error:
             raise OrderRejectedError(str(error)) from error
         self._intents.setdefault(intent.client_order_id, intent)
+        self._append_log({"op": "place", "intent": _intent_to_dict(intent)})
         order = self._snapshot(intent.client_order_id)
         self._orders[intent.client_order_id] = order
-        self.save()
         return order
 
     def modify(
@@ -165,7 +213,7 @@ class PaperBroker:
         if client_id not in self._intents:
             raise OrderRejectedError(f"cancel: no paper order {broker_order_id!r}")
         self.sim.cancel(client_id)
-        self.save()
+        self._append_log({"op": "cancel", "client_order_id": client_id})
         return self._refresh(client_id)
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:

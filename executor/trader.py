@@ -288,6 +288,9 @@ class Trader:
         self.state = result.state
         self._save_state(bar.bar_at_ns)
         self._snapshot(bar)
+        checkpoint = getattr(self.broker, "checkpoint", None)
+        if checkpoint is not None:  # the paper account, made durable by the sync below with the rest of the bar
+            checkpoint()
         self.journal.sync()
         self.bars_done += 1
         self.last_step_seconds = time.perf_counter() - started

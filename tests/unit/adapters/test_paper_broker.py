@@ -96,20 +96,26 @@ def test_placements_between_bars_are_logged_not_rewritten_and_survive_a_restart(
     for account in (broker, twin):
         account.place(_market("A", "NSE:INFY", Side.BUY, 10))
         _bar(account, 1, 100.0, 200.0)
+    broker.checkpoint()
     snapshot = state.read_bytes()
     for account in (broker, twin):
         account.place(_market("B", "NSE:TCS", Side.BUY, 5))
         account.place(_market("C", "NSE:INFY", Side.SELL, 4))
         account.cancel("P-C")
-    assert state.read_bytes() == snapshot  # the account file is untouched between bars
-    assert len(state.with_suffix(".log").read_text(encoding="utf-8").splitlines()) == 3
+        _bar(account, 2, 101.0, 201.0)  # B fills
+        account.place(_market("D", "NSE:INFY", Side.SELL, 3))
+    assert state.read_bytes() == snapshot  # the account file is untouched until the next checkpoint
+    assert len(state.with_suffix(".log").read_text(encoding="utf-8").splitlines()) == 5
 
-    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)  # replays placements, the cancel and the bar
     assert _fingerprint(restarted) == _fingerprint(twin)
+    assert [p.quantity for p in restarted.positions()] == [10, 5]
     for account in (restarted, twin):
-        _bar(account, 2, 101.0, 201.0)
+        _bar(account, 3, 102.0, 202.0)  # D fills
     assert _fingerprint(restarted) == _fingerprint(twin)
-    assert state.with_suffix(".log").read_text(encoding="utf-8") == ""  # the bar's snapshot includes it all
+    restarted.checkpoint()
+    assert state.with_suffix(".log").read_text(encoding="utf-8") == ""  # the snapshot includes it all
+    assert _fingerprint(PaperBroker(KEYS, cash=0.0, state_path=state)) == _fingerprint(twin)
 
 
 def test_log_lines_already_in_the_snapshot_and_a_torn_last_line_are_skipped(tmp_path: Path) -> None:
@@ -118,9 +124,13 @@ def test_log_lines_already_in_the_snapshot_and_a_torn_last_line_are_skipped(tmp_
     broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
     logged = state.with_suffix(".log").read_text(encoding="utf-8")
     _bar(broker, 1, 100.0, 200.0)
+    broker.checkpoint()
     # A crash between the snapshot's replace and the log's truncation leaves lines the snapshot includes;
     # a crash in the middle of a write leaves half a line.
-    state.with_suffix(".log").write_text(logged + '{"sequence": 2, "op": "pla', encoding="utf-8")
+    state.with_suffix(".log").write_text(logged + '{"sequence": 3, "op": "pla', encoding="utf-8")
     restarted = PaperBroker(KEYS, cash=0.0, state_path=state)
     assert _fingerprint(restarted) == _fingerprint(broker)
     assert [p.quantity for p in restarted.positions()] == [10]
+    assert state.with_suffix(".log").read_text(encoding="utf-8") == logged  # the torn tail is cut off
+    restarted.place(_market("B", "NSE:TCS", Side.BUY, 5))  # so the next line is a whole one
+    assert _fingerprint(PaperBroker(KEYS, cash=0.0, state_path=state)) == _fingerprint(restarted)

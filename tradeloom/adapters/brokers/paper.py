@@ -2,10 +2,12 @@
 
 Fills come from the same `SimulatedBroker` the backtester uses (same cost, slippage, gap and partial-fill
 rules), so a replayed day through the executor trades exactly like the backtest. It accepts bracket legs
-natively (`supports_contingent_orders`), as the backtester does. A restart continues the same account: the
-whole account is written atomically after each bar (`save`), and each placement or cancel in between is one
-flushed line of an append-only log beside it (`<state>.log`), replayed on load. Placing an order used to
-rewrite the whole account file (4-10 ms on ext4, growing over the day) inside the decision.
+natively (`supports_contingent_orders`), as the backtester does. A restart continues the same account: every
+placement, cancel and matched bar is one flushed line of an append-only log beside the account file
+(`<state>.log`), and `checkpoint` (the trader calls it at the end of each bar) writes the whole account
+atomically and empties the log; loading replays what the log holds after the snapshot, through the same
+matching. Placing an order used to rewrite the whole account file (4-10 ms on ext4, growing over the day)
+inside the decision, and the per-bar rewrite before the decision made the next write-ahead fsync flush it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tradeloom.errors import InputError, InvariantViolation, OrderRejectedError
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
+CHECKPOINT_EVERY = 500  # log entries after which `on_bar` snapshots by itself
 
 
 class PaperBroker:
@@ -51,6 +54,7 @@ class PaperBroker:
         self.sim: SimulatedBroker
         self._sequence = 0  # of the last placement / cancel in the log (the snapshot records the one it includes)
         self._log: TextIO | None = None
+        self._logged = 0  # entries in the log since the last snapshot
         if state_path is not None and state_path.exists():
             self._load(state_path)
             if tuple(keys) != self.sim.keys:
@@ -100,27 +104,45 @@ class PaperBroker:
         the middle of its write) ends the replay: that order was never confirmed to the caller."""
         if not log_path.exists():
             return
-        for line in log_path.read_text(encoding="utf-8").splitlines():
+        good = 0  # bytes of whole lines: a torn tail is cut off, or the next append would join it
+        for line in log_path.read_bytes().splitlines(keepends=True):
             try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no line end")
                 entry = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:
                 log.warning("paper account log %s ends in a torn line; replayed up to it", log_path)
+                with log_path.open("r+b") as handle:
+                    handle.truncate(good)
                 break
+            good += len(line)
             if int(entry["sequence"]) <= self._sequence:
                 continue  # already in the snapshot (a crash between the snapshot and the log's truncation)
             if entry["op"] == "place":
                 intent = _intent_from_dict(entry["intent"])
                 self.sim.submit(intent)
                 self._intents.setdefault(intent.client_order_id, intent)
-            else:
+            elif entry["op"] == "cancel":
                 self.sim.cancel(str(entry["client_order_id"]))
+            else:  # a bar: the same matching, so the same fills
+                self._match(int(entry["bar_at_ns"]), *(np.array(entry[name], dtype=np.float64)
+                                                       for name in ("open", "high", "low", "close", "volume")))
             self._sequence = int(entry["sequence"])
+            self._logged += 1
+
+    def _match(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
+               volume: FloatArray) -> list[SimFill]:
+        fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
+        for sim in fills:
+            self._add_fill(sim.fill)
+        return fills
 
     def _append_log(self, entry: dict[str, Any]) -> None:
         if self.state_path is None:
             return
         log_file = self._log_file()
         self._sequence += 1
+        self._logged += 1
         log_file.write(json.dumps({"sequence": self._sequence, **entry}) + "\n")
         log_file.flush()  # through to the OS: a process crash loses nothing
 
@@ -131,6 +153,11 @@ class PaperBroker:
             self.state_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.state_path.with_suffix(".log").open("a", encoding="utf-8")
         return self._log
+
+    def checkpoint(self) -> None:
+        """Write the whole account (the trader calls this at the end of each bar, off the order path, before
+        the bar's journal sync)."""
+        self.save()
 
     def save(self) -> None:
         """The whole account, replaced atomically; then the log it now includes is emptied."""
@@ -161,6 +188,7 @@ class PaperBroker:
         log_file = self._log_file()
         log_file.seek(0)
         log_file.truncate()
+        self._logged = 0
 
     # -- the port -----------------------------------------------------------------------------------------
     def _snapshot(self, client_id: str) -> BrokerOrder:
@@ -250,10 +278,11 @@ class PaperBroker:
         volume: FloatArray,
     ) -> list[SimFill]:
         before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
-        fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
-        for sim in fills:
-            self._add_fill(sim.fill)
-        self.save()
+        self._append_log({"op": "bar", "bar_at_ns": bar_at_ns, "open": open_.tolist(), "high": high.tolist(),
+                          "low": low.tolist(), "close": close.tolist(), "volume": volume.tolist()})
+        fills = self._match(bar_at_ns, open_, high, low, close, volume)
+        if self._logged >= CHECKPOINT_EVERY:  # nobody checkpoints (a direct user): bound the replay
+            self.checkpoint()
         touched = {sim.fill.client_order_id for sim in fills} | {
             client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state
         }

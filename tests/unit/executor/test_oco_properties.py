@@ -1,0 +1,66 @@
+"""OCO under random days of brackets on one instrument, with restarts that adopt the journal in any order:
+a position's legs are never cancelled while it is open, and a closed position never keeps a working leg."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor.oms import Lineage, ManagedOrder, OrderManager
+from tests.unit.executor.test_oms import RecordingJournal, ScriptedBroker, _intent
+from tradeloom.domain import IntentPurpose, OrderState, OrderType, Side
+
+# A day is a run of bracket cycles; each cycle may be cut by restarts and polls anywhere.
+CYCLE = st.tuples(st.just("bracket"), st.just("fill_entry"), st.sampled_from(["fill_stop", "fill_target"]))
+NOISE = st.lists(st.sampled_from(["restart", "poll"]), max_size=2)
+OPS = st.lists(st.tuples(CYCLE, NOISE, NOISE, NOISE), min_size=1, max_size=6).map(
+    lambda cycles: [op for (b, f, x), n1, n2, n3 in cycles for op in (b, *n1, f, *n2, x, *n3)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=OPS, orders_seed=st.randoms(use_true_random=False))
+def test_oco_keeps_the_open_position_protected_and_closes_the_legs_of_a_closed_one(ops: list[str],
+                                                                                   orders_seed: object) -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    episodes = 0
+    closed: set[int] = set()  # episodes whose position a protective leg closed
+    filled_entry: set[int] = set()
+    for bar, op in enumerate(ops, start=1):
+        k = episodes
+        if op == "bracket" and (k == 0 or k in closed):  # the engine enters only when flat
+            episodes += 1
+            k = episodes
+            lineage = Lineage("s", "paper", bar)
+            manager.submit(_intent(f"E{k}"), lineage)
+            manager.submit(_intent(f"S{k}", IntentPurpose.STOP_LOSS, f"E{k}", OrderType.STOP, Side.SELL), lineage)
+            manager.submit(_intent(f"T{k}", IntentPurpose.TAKE_PROFIT, f"E{k}", OrderType.LIMIT, Side.SELL),
+                           lineage)
+        elif op == "fill_entry" and k and k not in filled_entry:
+            manager.on_update(broker.fill(f"E{k}", 10))
+            filled_entry.add(k)
+        elif op in ("fill_stop", "fill_target") and k in filled_entry and k not in closed:
+            leg = f"{'S' if op == 'fill_stop' else 'T'}{k}"
+            if broker.venue[leg].state is OrderState.ACKNOWLEDGED:
+                manager.on_update(broker.fill(leg, 10))
+                closed.add(k)
+        elif op == "restart":
+            adopted: list[ManagedOrder] = [replace(order) for order in manager.orders.values()]
+            orders_seed.shuffle(adopted)  # type: ignore[attr-defined]
+            manager = OrderManager(broker, RecordingJournal())
+            manager.adopt(adopted)
+            manager.reconcile()
+        elif op == "poll":
+            manager.poll()
+        for j in range(1, episodes + 1):
+            legs = [manager.orders[f"{name}{j}"] for name in ("S", "T")]
+            if j in filled_entry and j not in closed:  # an open position: both legs working
+                assert all(leg.state is OrderState.ACKNOWLEDGED for leg in legs), (ops[:bar], j, legs)
+                assert all(broker.venue[leg.client_order_id].state is OrderState.ACKNOWLEDGED for leg in legs)
+            if j in closed:  # closed by one leg: the other is no longer working anywhere
+                assert not any(leg.is_open for leg in legs)
+                assert all(broker.venue[leg.client_order_id].state.is_terminal for leg in legs)
+    placed = [intent.client_order_id for intent in broker.placed]
+    assert len(placed) == len(set(placed))  # nothing sent twice, across every restart

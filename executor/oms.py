@@ -10,13 +10,16 @@ Rules that keep money safe:
 - Broker updates only move an order forward (duplicates and out-of-order updates are dropped).
 - Bracket legs (stop-loss / take-profit with `parent_client_order_id`) are held until their parent fills and
   then placed at once for the filled quantity; when one leg fills, the other is cancelled (OCO).
+- A protective order never works for more than the position it protects: when a leg fills in part, the others
+  on that instrument are cut to what is left (`fit_protection`, from the broker's positions; the trader applies
+  it again at every bar close), so a sibling filling in full can never flip the position.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Protocol
@@ -273,6 +276,66 @@ class OrderManager:
         except (OrderRejectedError, TransientBrokerError) as error:
             log.warning("modify of %s failed: %s", client_order_id, error)
 
+    def fit_protection(self, positions: Mapping[str, int], instrument_key: str | None = None) -> int:
+        """Cut working protective orders to the position they protect (signed quantities by instrument key)
+        once a sibling leg of the same position has filled in part; returns how many were resized.
+
+        Only shrinks, and only after a sibling's fill: a position that reads smaller than it is (a lagging
+        positions report right after the entry filled) can then never shrink a stop below the real position,
+        since protective fills only ever make it smaller. Flat instruments are OCO's and the engine's business.
+        """
+        resized = 0
+        for order in list(self._maybe_open.values()):
+            intent = order.intent
+            if (not order.is_open or intent.purpose not in PROTECTIVE or order.held_for_parent or order.unconfirmed
+                    or order.broker_order_id is None or (instrument_key is not None
+                                                         and intent.instrument_key != instrument_key)):
+                continue
+            held = int(positions.get(intent.instrument_key, 0))
+            if (held * int(intent.side) >= 0 or intent.quantity - order.filled_quantity <= abs(held)
+                    or not self._sibling_filled(order)):
+                continue
+            quantity = order.filled_quantity + abs(held)
+            try:
+                update = self.broker.modify(order.broker_order_id, quantity=quantity)
+            except (OrderRejectedError, TransientBrokerError) as error:
+                log.warning("resize of %s to %d (position %d) failed: %s; retried at the next bar",
+                            order.client_order_id, quantity, held, error)
+                continue
+            self.journal.record_event("protection_resized", {
+                "client_order_id": order.client_order_id, "instrument_key": intent.instrument_key,
+                "from": intent.quantity, "to": quantity, "position": held})
+            log.info("protective %s of %s cut from %d to %d: the position is %d", order.client_order_id,
+                     intent.instrument_key, intent.quantity, quantity, held)
+            order.intent = replace(intent, quantity=quantity)
+            self.journal.save_order(order)
+            self.on_update(update)
+            resized += 1
+        return resized
+
+    def _sibling_filled(self, order: ManagedOrder) -> bool:
+        """Whether another protective leg of `order`'s position (its OCO episode, see `_oco`) has fills."""
+        episode, mine = -1, -1
+        filled_in: set[int] = set()
+        for other in self._by_instrument.get((order.lineage.strategy, order.intent.instrument_key), []):
+            if other.intent.purpose is IntentPurpose.ENTRY:
+                episode += 1
+            if other is order:
+                mine = episode
+            elif other.intent.purpose in PROTECTIVE and other.filled_quantity > 0:
+                filled_in.add(episode)
+        return mine in filled_in
+
+    def _fit_from_broker(self, instrument_key: str) -> None:
+        """A protective leg filled in part: cut its siblings now, from the broker's positions."""
+        try:
+            held = sum(p.quantity for p in self.broker.positions() if p.instrument_key == instrument_key)
+        except TransientBrokerError as error:
+            log.warning("positions unavailable after a partial protective fill on %s (%s); the trader's bar-close "
+                        "check will cut the other legs", instrument_key, error)
+            return
+        self.fit_protection({instrument_key: held}, instrument_key)
+
     # -- updates ----------------------------------------------------------------------------------------
     def on_update(self, update: BrokerOrder) -> bool:
         """Apply a broker order update (stream or poll). Returns whether the order changed."""
@@ -287,11 +350,20 @@ class OrderManager:
         order.unconfirmed = False
         if update.average_price is not None:
             order.average_price = update.average_price
-        changed = transition(order, update.state, update.filled_quantity) or was_unconfirmed
+        filled_before = order.filled_quantity
+        # The venue's quantity is the order's quantity once it is lower (a resize of ours, the paper account's
+        # clip to the position, a manual modify); never below what filled.
+        resized = order.is_open and update.quantity > 0 and max(
+            update.filled_quantity, order.filled_quantity) <= update.quantity < order.intent.quantity
+        if resized:
+            order.intent = replace(order.intent, quantity=update.quantity)
+        changed = transition(order, update.state, update.filled_quantity) or was_unconfirmed or resized
         if changed:
             order.status_message = update.status_message or order.status_message
             self.journal.save_order(order)
             self._release_and_oco(order.intent.instrument_key)
+            if order.intent.purpose in PROTECTIVE and order.filled_quantity > filled_before and order.is_open:
+                self._fit_from_broker(order.intent.instrument_key)
         return changed
 
     def on_fill(self, fill: Fill) -> bool:

@@ -287,7 +287,10 @@ class Trader:
         self.journal.record_decision(lineage, record(), bar.source)
         self.state = result.state
         self._save_state(bar.bar_at_ns)
-        self._snapshot(bar)
+        positions, cash, _ = self.portfolio()
+        # Level-triggered, after the orders are out: a protective order never works for more than its position.
+        self.orders.fit_protection(dict(zip(self.universe.keys, positions.tolist(), strict=True)))
+        self._snapshot(bar, positions, cash)
         checkpoint = getattr(self.broker, "checkpoint", None)
         if checkpoint is not None:  # the paper account, made durable by the sync below with the rest of the bar
             checkpoint()
@@ -296,8 +299,7 @@ class Trader:
         self.last_step_seconds = time.perf_counter() - started
         return result
 
-    def _snapshot(self, bar: BarSlice) -> None:
-        positions, cash, _ = self.portfolio()
+    def _snapshot(self, bar: BarSlice, positions: npt.NDArray[np.int64], cash: float) -> None:
         marks = np.where(np.isfinite(bar.close), bar.close, self.state.last_close)
         values = positions * np.nan_to_num(marks)
         self.journal.record_equity(

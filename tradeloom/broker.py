@@ -9,7 +9,9 @@ method                      required  notes
 ``place(intent)``           yes       never retried blindly: on an unknown outcome the adapter
                                       looks the order up by client order id and either returns
                                       it or raises `PlacementUnconfirmed`
-``modify(...)``             yes       price / trigger / quantity of an open order
+``modify(...)``             yes       price / trigger / quantity of an open order (the paper
+                                      broker: quantity only, downwards; the order manager cuts
+                                      protective legs to the position with it)
 ``cancel(broker_order_id)`` yes       retried on transient errors (idempotent at the venue)
 ``order_by_client_id(id)``  yes       reconciliation after a crash: the client order id is the
                                       idempotency key (Kite ``tag``, Fyers ``orderTag``)

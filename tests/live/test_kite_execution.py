@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from executor.login import kite_login
+from executor.oms import Lineage, ManagedOrder, OrderManager
 from tests.live.conftest import FAST, IntentFactory
 from tests.live.test_rate_limit_and_updates import FakeClock
 from tradeloom.adapters.brokers.fakes.faults import Fault
@@ -19,7 +20,17 @@ from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.adapters.brokers.kite.execution import KiteBroker
 from tradeloom.adapters.brokers.rate_limit import TokenBucket
 from tradeloom.broker import Broker, MarketDataBroker, PlacementUnconfirmed, TokenExpiredError
-from tradeloom.domain import OrderState, OrderType, Side, Timeframe
+from tradeloom.domain import (
+    Fill,
+    IntentPurpose,
+    OrderIntent,
+    OrderState,
+    OrderType,
+    ProductType,
+    Side,
+    Timeframe,
+    client_order_id,
+)
 from tradeloom.errors import OrderRejectedError, TransientBrokerError
 
 
@@ -245,3 +256,56 @@ def test_kite_rate_limit_applies_to_orders(kite: KiteBroker, intent: IntentFacto
         kite.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("900")))
     # 12 orders against a 10/s bucket with a burst of 10: two waits of 0.1 s before the venue saw them.
     assert clock.sleeps == pytest.approx([0.1, 0.1])
+
+
+class _Journal:
+    """The order manager's journal port, in memory (what it saved and which events it recorded)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def save_order(self, order: ManagedOrder) -> None:
+        pass
+
+    def record_fill(self, fill: Fill, broker: str) -> None:
+        pass
+
+    def record_event(self, kind: str, detail: dict[str, object], actor: str = "executor") -> None:
+        self.events.append((kind, detail))
+
+    def sync(self) -> None:
+        pass
+
+
+def test_kite_partly_filled_target_resizes_the_stop_through_the_sdk_so_the_stop_cannot_flip_the_position(
+    kite: KiteBroker, kite_server: FakeKiteServer
+) -> None:
+    """A bracket at the venue: the target fills 5 of 10 on arrival. The order manager cuts the stop to 5 with a
+    real `modify_order`; when the stop triggers it sells 5, and the account ends flat instead of short 5."""
+    journal = _Journal()
+    manager = OrderManager(kite, journal)
+    lineage = Lineage("brk", "live", 1)
+
+    def leg(purpose: IntentPurpose, order_type: OrderType, **price: Decimal) -> OrderIntent:
+        return OrderIntent(client_order_id("brk", "NSE:INFY", 1, purpose), "NSE:INFY", Side.SELL, 10, order_type,
+                           purpose, product=ProductType.INTRADAY, parent_client_order_id=entry.client_order_id,
+                           **price)  # type: ignore[arg-type]
+
+    entry = OrderIntent(client_order_id("brk", "NSE:INFY", 1, IntentPurpose.ENTRY), "NSE:INFY", Side.BUY, 10,
+                        OrderType.MARKET, IntentPurpose.ENTRY, product=ProductType.INTRADAY)
+    stop = leg(IntentPurpose.STOP_LOSS, OrderType.STOP, stop_price=Decimal("990"))
+    target = leg(IntentPurpose.TAKE_PROFIT, OrderType.LIMIT, limit_price=Decimal("1000"))
+    manager.submit_all([entry, stop, target], lineage)
+    kite_server.faults.arm("place", Fault.PARTIAL_FILL, times=2)  # the stop rests; the target fills in part
+    manager.poll()  # the entry filled: both legs go out
+    manager.poll()  # the target's partial fill arrives
+    venue_stop = kite_server.exchange.orders[str(manager.orders[stop.client_order_id].broker_order_id)]
+    assert manager.orders[target.client_order_id].filled_quantity == 5
+    assert venue_stop.quantity == 5 and manager.orders[stop.client_order_id].intent.quantity == 5
+    assert [kind for kind, _ in journal.events] == ["protection_resized"]
+    assert any(method == "PUT" for method, _ in kite_server.requests)
+    kite_server.exchange.set_price("NSE:INFY", Decimal("989"))
+    manager.poll()
+    assert manager.orders[stop.client_order_id].state is OrderState.FILLED
+    assert manager.orders[target.client_order_id].state is OrderState.CANCELLED  # OCO
+    assert sum(p.quantity for p in kite.positions()) == 0

@@ -222,6 +222,19 @@ class SimulatedBroker:
                 self.cancel(child.client_id)
         return True
 
+    def resize(self, client_order_id: str, quantity: int) -> bool:
+        """Lower a working order's total quantity (never below what filled); False when it does not work."""
+        order = self._working.get(client_order_id)
+        if order is None:
+            return False
+        if quantity < order.filled or quantity <= 0:
+            raise InputError(f"order {client_order_id}: quantity {quantity} is below the filled {order.filled} "
+                             f"or not positive")
+        order.quantity = min(order.quantity, quantity)
+        if order.remaining <= 0:
+            self._finish(order, OrderState.FILLED)
+        return True
+
     def order_state(self, client_order_id: str) -> OrderState | None:
         order = self._working.get(client_order_id)
         return order.state if order is not None else self._final_states.get(client_order_id)

@@ -7,9 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tradeloom.adapters.brokers.paper import PaperBroker
 from tradeloom.domain import IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
+from tradeloom.errors import OrderRejectedError
 
 KEYS = ("NSE:INFY", "NSE:TCS")
 
@@ -134,3 +136,28 @@ def test_log_lines_already_in_the_snapshot_and_a_torn_last_line_are_skipped(tmp_
     assert state.with_suffix(".log").read_text(encoding="utf-8") == logged  # the torn tail is cut off
     restarted.place(_market("B", "NSE:TCS", Side.BUY, 5))  # so the next line is a whole one
     assert _fingerprint(PaperBroker(KEYS, cash=0.0, state_path=state)) == _fingerprint(restarted)
+
+
+def test_a_working_order_is_resized_down_and_the_resize_survives_a_restart(tmp_path: Path) -> None:
+    """`modify(quantity=)` lowers a working order (what the order manager's `fit_protection` asks); prices
+    and types cannot be modified, nor a quantity below the filled one; the resize is in the account's log."""
+    state = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=state)
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    _bar(broker, 1, 100.0, 200.0)
+    stop = OrderIntent("S", "NSE:INFY", Side.SELL, 10, OrderType.STOP, IntentPurpose.STOP_LOSS,
+                       stop_price=Decimal(90), product=ProductType.INTRADAY)
+    broker.place(stop)
+    assert broker.modify("P-S", quantity=6).quantity == 6
+    with pytest.raises(OrderRejectedError, match="only an order's quantity"):
+        broker.modify("P-S", stop_price=Decimal(95))
+    with pytest.raises(OrderRejectedError, match="quantity 0"):
+        broker.modify("P-S", quantity=0)
+    with pytest.raises(OrderRejectedError, match="no paper order"):
+        broker.modify("P-X", quantity=1)
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)  # replays the resize from the log
+    assert {o.client_order_id: o.quantity for o in restarted.open_orders()} == {"S": 6}
+    _bar(restarted, 2, 80.0, 200.0)  # gaps through the stop: sells 6, not 10
+    assert [p.quantity for p in restarted.positions()] == [4]
+    assert restarted.order_by_client_id("S") is not None
+    assert restarted.order_by_client_id("S").state is OrderState.FILLED  # type: ignore[union-attr]

@@ -25,6 +25,8 @@ class ScriptedBroker:
     fail_next_place: Exception | None = None
     accept_before_failing: bool = False
     fills: list[Fill] = field(default_factory=list)
+    modifiable: bool = False
+    modified: list[tuple[str, int]] = field(default_factory=list)
 
     def _order(self, intent: OrderIntent, state: OrderState = OrderState.ACKNOWLEDGED, filled: int = 0) -> BrokerOrder:
         return BrokerOrder(f"B{len(self.venue)}", intent.client_order_id, intent.instrument_key, intent.side,
@@ -51,8 +53,15 @@ class ScriptedBroker:
                                f"F{len(self.fills)}"))
         return self.venue[client_id]
 
-    def modify(self, broker_order_id: str, **_: object) -> BrokerOrder:
-        raise OrderRejectedError("no modify")
+    def modify(self, broker_order_id: str, *, quantity: int | None = None, **_: object) -> BrokerOrder:
+        if not self.modifiable or quantity is None:
+            raise OrderRejectedError("no modify")
+        for client_id, order in self.venue.items():
+            if order.broker_order_id == broker_order_id and not order.state.is_terminal:
+                self.modified.append((client_id, quantity))
+                self.venue[client_id] = replace(order, quantity=quantity)
+                return self.venue[client_id]
+        raise OrderRejectedError(broker_order_id)
 
     def cancel(self, broker_order_id: str) -> BrokerOrder:
         for client_id, order in self.venue.items():
@@ -71,7 +80,12 @@ class ScriptedBroker:
         return list(self.venue.values())
 
     def positions(self) -> list[BrokerPosition]:
-        return []
+        """Net of every fill so far (the scripted day starts flat)."""
+        net: dict[str, int] = {}
+        for fill in self.fills:
+            net[fill.instrument_key] = net.get(fill.instrument_key, 0) + int(fill.side) * fill.quantity
+        return [BrokerPosition(key, ProductType.INTRADAY, quantity, Decimal(100))
+                for key, quantity in net.items() if quantity]
 
     def fills_today(self) -> list[Fill]:
         return list(self.fills)
@@ -362,3 +376,75 @@ def test_an_entry_cancelled_after_a_partial_fill_releases_its_legs_for_what_fill
     manager.on_update(broker.cancel(broker.venue["E"].broker_order_id))
     assert [(i.client_order_id, i.quantity) for i in broker.placed] == [("E", 10), ("S", 4), ("T", 4)]
     assert stop is not None and stop.state is OrderState.ACKNOWLEDGED and stop.intent.quantity == 4
+
+
+def _bracket(manager: OrderManager, broker: ScriptedBroker) -> None:
+    manager.submit(_intent("E"), LINEAGE)
+    manager.submit(_intent("S", IntentPurpose.STOP_LOSS, "E", OrderType.STOP, Side.SELL), LINEAGE)
+    manager.submit(_intent("T", IntentPurpose.TAKE_PROFIT, "E", OrderType.LIMIT, Side.SELL), LINEAGE)
+    manager.on_update(broker.fill("E", 10))
+
+
+def test_a_partly_filled_target_cuts_the_stop_to_what_is_left_so_the_position_cannot_flip() -> None:
+    """Stop and target both work for 10. The target fills 4: the stop must now work for 6, or its fill would
+    sell 10 out of a position of 6 and leave the account short 4."""
+    broker, journal = ScriptedBroker(modifiable=True), RecordingJournal()
+    manager = OrderManager(broker, journal)
+    _bracket(manager, broker)
+    manager.on_update(broker.fill("T", 4))
+    assert broker.modified == [("S", 6)]
+    assert broker.venue["S"].quantity == 6 and manager.orders["S"].intent.quantity == 6
+    assert "protection_resized" in journal.events
+    manager.on_update(broker.fill("S", 6))  # the stop triggers: flat, not short
+    assert sum(p.quantity for p in broker.positions()) == 0
+    assert manager.orders["T"].state is OrderState.CANCELLED  # OCO: the rest of the target goes
+    assert broker.venue["T"].state is OrderState.CANCELLED
+
+
+def test_after_a_restart_the_bar_close_check_cuts_a_sibling_the_crash_left_full_size() -> None:
+    """The partial fill was journaled but the process died before the resize: the trader's bar-close call
+    (with the broker's positions) does it. A sibling already at the position's size is left alone."""
+    broker = ScriptedBroker(modifiable=True)
+    manager = OrderManager(broker, RecordingJournal())
+    _bracket(manager, broker)
+    broker.fill("S", 3)  # while the process is down
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt([replace(order) for order in manager.orders.values()])
+    broker.modifiable = False  # the resize during reconciliation fails (a transient refusal)
+    restarted.reconcile()
+    assert broker.venue["T"].quantity == 10
+    broker.modifiable = True
+    held = {p.instrument_key: p.quantity for p in broker.positions()}
+    assert held == {"NSE:INFY": 7}
+    assert restarted.fit_protection(held) == 1
+    assert broker.modified == [("T", 7)] and restarted.orders["T"].intent.quantity == 7
+    assert restarted.fit_protection(held) == 0  # level-triggered: nothing more to do
+
+
+def test_a_quantity_the_broker_lowered_becomes_the_orders_quantity() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    _bracket(manager, broker)
+    broker.venue["T"] = replace(broker.venue["T"], quantity=5)  # e.g. the paper account's clip
+    assert manager.on_update(broker.venue["T"])
+    assert manager.orders["T"].intent.quantity == 5
+    broker.venue["T"] = replace(broker.venue["T"], quantity=0, state=OrderState.CANCELLED)
+    manager.on_update(broker.venue["T"])  # a venue that reports 0 for a cancelled order changes nothing else
+    assert manager.orders["T"].intent.quantity == 5 and manager.orders["T"].state is OrderState.CANCELLED
+
+
+def test_a_position_read_smaller_than_it_is_never_shrinks_protection_without_a_sibling_fill() -> None:
+    """Right after an entry fills, a lagging positions report can still show part of it: without a protective
+    fill in that position nothing is cut (fills of the legs only ever make the position smaller)."""
+    broker = ScriptedBroker(modifiable=True)
+    manager = OrderManager(broker, RecordingJournal())
+    _bracket(manager, broker)
+    assert manager.fit_protection({"NSE:INFY": 4}) == 0
+    assert broker.modified == [] and broker.venue["S"].quantity == 10
+    manager.on_update(broker.fill("S", 10))  # stopped out; a new bracket of 10 follows
+    later = Lineage("s", "paper", 2)
+    manager.submit(_intent("E2"), later)
+    manager.submit(_intent("S2", IntentPurpose.STOP_LOSS, "E2", OrderType.STOP, Side.SELL), later)
+    manager.on_update(broker.fill("E2", 10))
+    assert manager.fit_protection({"NSE:INFY": 4}) == 0  # the earlier position's stop fill is not a sibling
+    assert broker.modified == [] and broker.venue["S2"].quantity == 10

@@ -100,7 +100,7 @@ class PaperBroker:
             self._orders[client_id] = self._snapshot(client_id)
 
     def _replay(self, log_path: Path) -> None:
-        """Apply the placements and cancels logged after the snapshot, in order. A torn last line (a crash in
+        """Apply the placements, cancels and resizes logged after the snapshot, in order. A torn last line (a crash in
         the middle of its write) ends the replay: that order was never confirmed to the caller."""
         if not log_path.exists():
             return
@@ -124,6 +124,8 @@ class PaperBroker:
                 self._intents.setdefault(intent.client_order_id, intent)
             elif entry["op"] == "cancel":
                 self.sim.cancel(str(entry["client_order_id"]))
+            elif entry["op"] == "resize":
+                self.sim.resize(str(entry["client_order_id"]), int(entry["quantity"]))
             else:  # a bar: the same matching, so the same fills
                 self._match(int(entry["bar_at_ns"]), *(np.array(entry[name], dtype=np.float64)
                                                        for name in ("open", "high", "low", "close", "volume")))
@@ -234,7 +236,20 @@ class PaperBroker:
         stop_price: Decimal | None = None,
         order_type: OrderType | None = None,
     ) -> BrokerOrder:
-        raise OrderRejectedError("the paper broker does not modify orders: cancel and place a new one")
+        """Only a lower quantity (what `fit_protection` asks for); prices and types: cancel and place anew."""
+        if quantity is None or (limit_price, stop_price, order_type) != (None, None, None):
+            raise OrderRejectedError("the paper broker modifies only an order's quantity (down): cancel and place "
+                                     "a new one to change its price or type")
+        client_id = broker_order_id.removeprefix("P-")
+        if client_id not in self._intents:
+            raise OrderRejectedError(f"modify: no paper order {broker_order_id!r}")
+        try:
+            if not self.sim.resize(client_id, quantity):
+                raise OrderRejectedError(f"modify: paper order {broker_order_id!r} no longer works")
+        except InputError as error:
+            raise OrderRejectedError(str(error)) from error
+        self._append_log({"op": "resize", "client_order_id": client_id, "quantity": quantity})
+        return self._refresh(client_id)
 
     def cancel(self, broker_order_id: str) -> BrokerOrder:
         client_id = broker_order_id.removeprefix("P-")

@@ -21,6 +21,7 @@ The class is pure (no I/O, no clock): the paper broker wraps it and persists `to
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -234,6 +235,18 @@ class SimulatedBroker:
         if order.remaining <= 0:
             self._finish(order, OrderState.FILLED)
         return True
+
+    def forget(self, client_order_ids: Sequence[str]) -> None:
+        """Drop finished orders from memory (the paper account's day rollover); working ones are kept."""
+        for client_id in client_order_ids:
+            if client_id in self._working:
+                raise InputError(f"order {client_id} still works: only finished orders can be forgotten")
+        for client_id in client_order_ids:
+            self._final_states.pop(client_id, None)
+            children = self._children.pop(client_id, None)
+            for child in children or ():
+                if child.client_id in self._working:  # a leg that still works keeps its parent's index entry
+                    self._children.setdefault(client_id, []).append(child)
 
     def order_state(self, client_order_id: str) -> OrderState | None:
         order = self._working.get(client_order_id)

@@ -161,3 +161,74 @@ def test_a_working_order_is_resized_down_and_the_resize_survives_a_restart(tmp_p
     assert [p.quantity for p in restarted.positions()] == [4]
     assert restarted.order_by_client_id("S") is not None
     assert restarted.order_by_client_id("S").state is OrderState.FILLED  # type: ignore[union-attr]
+
+
+DAY = 86_400_000_000_000
+
+
+def _stop(client_id: str, key: str, quantity: int, price: str) -> OrderIntent:
+    return OrderIntent(client_id, key, Side.SELL, quantity, OrderType.STOP, IntentPurpose.STOP_LOSS,
+                       stop_price=Decimal(price), product=ProductType.INTRADAY)
+
+
+def test_a_new_day_starts_with_an_empty_order_and_trade_book_and_keeps_the_account(tmp_path: Path) -> None:
+    path = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=path)
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    broker.place(_market("B", "NSE:TCS", Side.BUY, 5))
+    _bar(broker, 1, 100.0, 200.0)
+    broker.place(_market("C", "NSE:INFY", Side.BUY, 30))
+    broker.place(_stop("S", "NSE:INFY", 40, "50"))  # still working tomorrow
+    _bar(broker, 2, 110.0, 210.0)
+    broker.checkpoint()
+    yesterday = {(p.instrument_key, p.quantity, p.average_price) for p in broker.positions()}
+    cash = broker.funds()
+    assert len(broker.orders_today()) == 4 and len(broker.fills_today()) == 3
+
+    _bar(broker, DAY + 1, 120.0, 220.0)  # the first bar of the next day
+    assert [o.client_order_id for o in broker.orders_today()] == ["S"]
+    assert broker.fills_today() == []
+    assert broker.order_by_client_id("A") is None
+    assert {(p.instrument_key, p.quantity, p.average_price) for p in broker.positions()} == yesterday
+    assert broker.funds() == cash
+    broker.place(_market("D", "NSE:TCS", Side.SELL, 5))
+    _bar(broker, DAY + 2, 121.0, 221.0)
+    assert [f.client_order_id for f in broker.fills_today()] == ["D"]
+
+    # A restart from the snapshot plus the log (the rollover replayed at the same bar) gives the same account,
+    # average costs included, although the fills they came from are gone.
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=path)
+    assert [o.client_order_id for o in restarted.orders_today()] == ["S", "D"]
+    assert [f.fill_id for f in restarted.fills_today()] == [f.fill_id for f in broker.fills_today()]
+    assert {(p.instrument_key, p.quantity, p.average_price) for p in restarted.positions()} == {
+        ("NSE:INFY", 40, Decimal(10 * 100 + 30 * 110) / 40)}
+    restarted.checkpoint()
+    again = PaperBroker(KEYS, cash=0.0, state_path=path)
+    assert {(p.instrument_key, p.quantity, p.average_price) for p in again.positions()} == {
+        ("NSE:INFY", 40, Decimal(10 * 100 + 30 * 110) / 40)}
+    assert again.funds() == broker.funds()
+    # The stop that carried over still protects the position.
+    _bar(again, DAY + 3, 40.0, 221.0)
+    assert again.positions() == [] and [f.client_order_id for f in again.fills_today()] == ["D", "S"]
+
+
+def test_the_account_file_does_not_grow_with_the_days_traded(tmp_path: Path) -> None:
+    path = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=path)
+    sizes = []
+    for day in range(6):
+        for bar in range(20):
+            t = day * DAY + bar + 1
+            side = Side.BUY if bar % 2 == 0 else Side.SELL
+            broker.place(_market(f"O{day}-{bar}", "NSE:INFY", side, 1))
+            _bar(broker, t, 100.0 + bar, 200.0)
+        broker.checkpoint()
+        sizes.append(path.stat().st_size)
+    assert max(sizes[1:]) <= sizes[0] * 1.2, sizes
+
+
+def test_only_finished_orders_can_be_forgotten() -> None:
+    broker = PaperBroker(KEYS, cash=1_000_000.0)
+    broker.place(_stop("S", "NSE:INFY", 1, "50"))
+    with pytest.raises(Exception, match="still works"):
+        broker.sim.forget(["S"])

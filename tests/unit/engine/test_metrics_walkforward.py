@@ -60,6 +60,21 @@ def test_run_backtest_buy_and_hold_equity_tracks_prices() -> None:
     assert sum(v["pnl"] for v in result.attribution.values()) == pytest.approx(result.equity[-1] - 100_000.0)
 
 
+def test_run_backtest_gives_the_garbage_collector_back_as_it_found_it() -> None:
+    import gc
+
+    data = _trend_data()
+    probabilities = buy_and_hold_probabilities(data.close.shape)
+    run_backtest(data, probabilities)
+    assert gc.isenabled()  # paused inside the bar loop only
+    gc.disable()
+    try:
+        run_backtest(data, probabilities)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_walk_forward_folds_match_splits_and_spread() -> None:
     data = _trend_data()
     probabilities = buy_and_hold_probabilities(data.close.shape)
@@ -72,3 +87,4 @@ def test_walk_forward_folds_match_splits_and_spread() -> None:
     returns = [f.result.metrics.total_return for f in report.folds]
     assert report.metric_spread["total_return"]["max"] == pytest.approx(max(returns))
     assert report.equity.shape == (150,)
+

@@ -31,6 +31,7 @@ from tradeloom.errors import InputError, InvariantViolation, OrderRejectedError
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 CHECKPOINT_EVERY = 500  # log entries after which `on_bar` snapshots by itself
+NS_PER_DAY = 86_400_000_000_000
 
 
 class PaperBroker:
@@ -55,6 +56,7 @@ class PaperBroker:
         self._sequence = 0  # of the last placement / cancel in the log (the snapshot records the one it includes)
         self._log: TextIO | None = None
         self._logged = 0  # entries in the log since the last snapshot
+        self._day: int | None = None  # UTC day of the last matched bar (see `_roll_day`)
         if state_path is not None and state_path.exists():
             self._load(state_path)
             if tuple(keys) != self.sim.keys:
@@ -94,6 +96,9 @@ class PaperBroker:
                     Decimal(raw["fees"]),
                 )
             )
+        if "cost" in data:  # the snapshot's own: fills of earlier days are no longer in it to rebuild from
+            self._cost = {key: (int(quantity), Decimal(average)) for key, (quantity, average) in data["cost"].items()}
+        self._day = data.get("day")
         self._sequence = int(data.get("log_sequence", 0))
         self._replay(path.with_suffix(".log"))
         for client_id in self._intents:
@@ -132,8 +137,29 @@ class PaperBroker:
             self._sequence = int(entry["sequence"])
             self._logged += 1
 
+    def _roll_day(self, bar_at_ns: int) -> None:
+        """On the first bar of a new (UTC) day, forget the orders that no longer work and the fills of the days
+        before, as a real broker's order book and trade book start each day empty (the port's `orders_today`
+        and `fills_today`). Positions, cash and each position's average cost carry over; so do working orders
+        and their fills. Without this the account, rewritten at every bar, grew with every day traded."""
+        day = bar_at_ns // NS_PER_DAY
+        if self._day is not None and day > self._day:
+            working = {order.client_id for order in self.sim.open_orders()}
+            gone = [client_id for client_id in self._intents if client_id not in working]
+            for client_id in gone:
+                del self._intents[client_id]
+                self._orders.pop(client_id, None)
+                self._fills_by_order.pop(client_id, None)
+            self._fills = [fill for fill in self._fills if fill.client_order_id in working]
+            self.sim.forget(gone)
+            if gone:
+                log.info("paper account: new day, %d finished orders of earlier days dropped", len(gone))
+        if self._day is None or day > self._day:
+            self._day = day
+
     def _match(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
                volume: FloatArray) -> list[SimFill]:
+        self._roll_day(bar_at_ns)  # here, not in `on_bar`: replaying the log rolls over at the same bar
         fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
         for sim in fills:
             self._add_fill(sim.fill)
@@ -167,6 +193,8 @@ class PaperBroker:
             return
         data = {
             "log_sequence": self._sequence,
+            "day": self._day,
+            "cost": {key: [quantity, str(average)] for key, (quantity, average) in self._cost.items()},
             "sim": self.sim.to_dict(),
             "intents": [_intent_to_dict(intent) for intent in self._intents.values()],
             "fills": [
@@ -299,7 +327,8 @@ class PaperBroker:
         if self._logged >= CHECKPOINT_EVERY:  # nobody checkpoints (a direct user): bound the replay
             self.checkpoint()
         touched = {sim.fill.client_order_id for sim in fills} | {
-            client_id for client_id, state in before.items() if self.sim.order_state(client_id) != state
+            client_id for client_id, state in before.items()
+            if client_id in self._intents and self.sim.order_state(client_id) != state  # not rolled over
         }
         submitted = {client_id: position for position, client_id in enumerate(self._intents)}
         for client_id in sorted(touched, key=submitted.__getitem__):

@@ -25,7 +25,6 @@ from executor.trader import BarSlice, OnnxChampion, Trader  # noqa: E402
 from pipelines.learners import fit_lightgbm  # noqa: E402
 from tradeloom.adapters.brokers.paper import PaperBroker  # noqa: E402
 from tradeloom.adapters.onnx_model import OnnxScorer  # noqa: E402
-from tradeloom.collection import collect_at_safe_points  # noqa: E402
 from tradeloom.engine.config import EngineConfig, SignalConfig  # noqa: E402
 from tradeloom.engine.state import Universe  # noqa: E402
 from tradeloom.errors import DatabaseUnavailableError  # noqa: E402
@@ -78,17 +77,14 @@ def main() -> None:
             state_path=Path(scratch) / "engine-state.json",
         )
         decision_ms, inference_ms = [], []
-        # As the service runs its loop: the cyclic collector runs after each bar's orders are out.
-        with collect_at_safe_points() as collector:
-            for t in range(BARS_PER_DAY, len(stamps)):
-                bar = BarSlice(int(stamps[t]), *(arrays[n][t] for n in ("open", "high", "low", "close", "volume")))
-                trader.on_bar_close(bar)
-                decision_ms.append(trader.last_decision_seconds * 1000)
-                collector.safe_point()
-                window = np.nan_to_num(trader.scorer.rows)  # type: ignore[attr-defined]
-                started = time.perf_counter()
-                scorer.predict_proba(window)
-                inference_ms.append((time.perf_counter() - started) * 1000)
+        for t in range(BARS_PER_DAY, len(stamps)):
+            bar = BarSlice(int(stamps[t]), *(arrays[n][t] for n in ("open", "high", "low", "close", "volume")))
+            trader.on_bar_close(bar)
+            decision_ms.append(trader.last_decision_seconds * 1000)
+            window = np.nan_to_num(trader.scorer.rows)  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            scorer.predict_proba(window)
+            inference_ms.append((time.perf_counter() - started) * 1000)
         orders = len(trader.orders.orders)
     decision, inference = np.array(decision_ms), np.array(inference_ms)
     print(json.dumps({

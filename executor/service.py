@@ -37,7 +37,6 @@ from tradeloom.adapters.pgcluster import LocalCluster
 from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments
 from tradeloom.broker import Broker, BrokerOrder, MarketDataBroker, Tick
 from tradeloom.calendars import session_context
-from tradeloom.collection import SafePointCollector, collect_at_safe_points
 from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderType, Side, Timeframe, client_order_id
 from tradeloom.engine.state import Universe
 from tradeloom.errors import ConfigError, DatabaseUnavailableError
@@ -109,7 +108,6 @@ class ExecutorService:
         self._feed_stale = False
         self._last_poll_ns = 0
         self._bad_seen: dict[str, int] = {}
-        self._collector: SafePointCollector | None = None  # set while a loop runs (see executor.collector)
 
     # -- wiring ---------------------------------------------------------------------------------------------
     def _connect(self) -> psycopg2.extensions.connection:
@@ -228,8 +226,6 @@ class ExecutorService:
                 self.shadow.journal.flush()
             except Exception:  # the shadow is advisory: log and carry on trading the champion
                 log.exception("shadow trader failed on bar %s", bar.bar_at_ns)
-        if self._collector is not None:  # after the bar's orders (champion's and shadow's) are out
-            self._collector.safe_point()
 
     def _entries_allowed(self) -> bool:
         return self.journal.db_healthy and not self.trader.kill_switch and not self.trader.entries_paused
@@ -371,34 +367,32 @@ class ExecutorService:
             matrix.bar_at_ns) else cash
         self._install_signals()
         _notify("READY=1")
-        with collect_at_safe_points() as self._collector:
-            for t in range(len(matrix.bar_at_ns)):
-                if self.stop_requested.is_set():
-                    break
-                self.check_controls()
-                bar = self.bar_slice(matrix, t)
-                if bar.bar_at_ns <= int(self.features.last_bar_at.max()):
-                    continue  # this process has already seen the bar
-                if bar.bar_at_ns <= self.trader.last_bar_at_ns:
-                    # Decided before a restart: only bring the features and the scorers up to date.
-                    for trader in [self.trader] + ([self.shadow] if self.shadow is not None else []):
-                        if bar.bar_at_ns <= trader.last_bar_at_ns:
-                            features = trader.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close,
-                                                            bar.volume)
-                            trader.scorer.score(features, bar.close)
-                    continue
-                self._trade(bar)
-                summary.bars += 1
-                summary.step_ms.append(self.trader.last_step_seconds * 1000)
-                self.metrics.observe_step(self.trader.last_step_seconds)
-                if t % 5 == 0:
-                    self.orders.poll()
-                self.journal.flush()
-                self.metrics.update(self.orders, self.trader, self.journal)
-                _notify("WATCHDOG=1")
-                if speed:
-                    time.sleep(speed)
-        self._collector = None
+        for t in range(len(matrix.bar_at_ns)):
+            if self.stop_requested.is_set():
+                break
+            self.check_controls()
+            bar = self.bar_slice(matrix, t)
+            if bar.bar_at_ns <= int(self.features.last_bar_at.max()):
+                continue  # this process has already seen the bar
+            if bar.bar_at_ns <= self.trader.last_bar_at_ns:
+                # Decided before a restart: only bring the features and the scorers up to date.
+                for trader in [self.trader] + ([self.shadow] if self.shadow is not None else []):
+                    if bar.bar_at_ns <= trader.last_bar_at_ns:
+                        features = trader.features.step(bar.bar_at_ns, bar.open, bar.high, bar.low, bar.close,
+                                                        bar.volume)
+                        trader.scorer.score(features, bar.close)
+                continue
+            self._trade(bar)
+            summary.bars += 1
+            summary.step_ms.append(self.trader.last_step_seconds * 1000)
+            self.metrics.observe_step(self.trader.last_step_seconds)
+            if t % 5 == 0:
+                self.orders.poll()
+            self.journal.flush()
+            self.metrics.update(self.orders, self.trader, self.journal)
+            _notify("WATCHDOG=1")
+            if speed:
+                time.sleep(speed)
         self.journal.flush()
         summary.decisions = summary.bars
         summary.orders = len(self.orders.orders)
@@ -420,15 +414,13 @@ class ExecutorService:
         _notify("READY=1")
         started = clock()
         try:
-            with collect_at_safe_points() as self._collector:
-                while not self.stop_requested.is_set():
-                    self.live_cycle(clock())
-                    _notify("WATCHDOG=1")
-                    if max_seconds is not None and clock() - started > max_seconds * NS:
-                        break
-                    self.stop_requested.wait(0.2)
+            while not self.stop_requested.is_set():
+                self.live_cycle(clock())
+                _notify("WATCHDOG=1")
+                if max_seconds is not None and clock() - started > max_seconds * NS:
+                    break
+                self.stop_requested.wait(0.2)
         finally:
-            self._collector = None
             feed.stop_stream()
 
     def live_cycle(self, now_ns: int) -> int:

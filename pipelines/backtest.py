@@ -139,7 +139,7 @@ def run_backtest(
     bar_ats, day_numbers = data.bar_at_ns.tolist(), days.tolist()
     features = data.features
     # The automatic collector re-walks every kept fill as the run grows: one collection per 5,000 bars instead.
-    with collect_at_safe_points(young_every=5_000, middle_every=1, freeze=False) as collector:
+    with collect_at_safe_points(young_every=5_000, middle_every=1) as collector:
         for t in range(n_bars):
             bar_at = bar_ats[t]
             open_, high, low, close, volume = data.open[t], data.high[t], data.low[t], data.close[t], data.volume[t]

@@ -153,7 +153,11 @@ class Trader:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
             self.last_bar_at_ns = int(data["last_bar_at_ns"])
             return EngineState.from_dict(data["engine"])
-        return EngineState.initial(len(self.universe), cash, self.config.risk.history_bars)
+        if isinstance(self.scorer, PolicyChampion):  # the portfolio step keeps its returns memory (as in training)
+            return EngineState.initial(len(self.universe), cash, self.config.risk.history_bars)
+        # As the backtester starts: a returns history only when a rule reads it. Kept always, it was copied by
+        # every step and written to the state file at every bar (250 x N floats as JSON: ~30 ms a bar at N=50).
+        return EngineState.for_config(self.config, len(self.universe), cash)
 
     def _save_state(self, bar_at_ns: int) -> None:
         """Engine state after `bar_at_ns`, replaced atomically (a process crash leaves the old or the new file;
@@ -273,10 +277,11 @@ class Trader:
             model_version=self.scorer.version,
             feature_snapshot_hash=feature_snapshot_hash(matrix),
         )
-        for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
-            self.orders.cancel(client_id)
-        # The records after each order's write-ahead sync (sent, acknowledged) are written once all are out.
+        # The records after each order's write-ahead sync (sent, acknowledged) and those of the cancels (the
+        # broker holds their outcome) are written once all are out.
         with self.journal.deferred():
+            for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
+                self.orders.cancel(client_id)
             self.orders.submit_all([intent for intent in result.intents
                                     if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)],
                                    lineage)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,9 +166,10 @@ class EngineState:
             if isinstance(value, np.ndarray) and value.dtype == object:
                 out[name] = {"dtype": "object", "shape": list(value.shape), "data": value.tolist()}
             elif isinstance(value, np.ndarray):
-                out[name] = {"dtype": str(value.dtype), "shape": list(value.shape),
-                             "data": [None if isinstance(x, float) and np.isnan(x) else x
-                                      for x in value.ravel().tolist()]}
+                data = value.ravel().tolist()
+                if value.dtype.kind == "f":  # JSON has no NaN: None (math.isnan on Python floats, not np.isnan)
+                    data = [None if math.isnan(x) else x for x in data]
+                out[name] = {"dtype": str(value.dtype), "shape": list(value.shape), "data": data}
             elif name == "parents":
                 out[name] = [vars(parent).copy() for parent in value]
             else:

@@ -242,6 +242,8 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         proposal = Proposal(side, proposed, signals.confidence)
         quantity = proposed.copy()
         for entry_rule in active_entry_rules(config.risk, ctx.is_intraday):
+            if not np.count_nonzero(quantity):  # every entry already cut: a rule only ever cuts, never adds
+                break
             outcome = entry_rule(ctx, proposal, quantity)
             if outcome.quantity is quantity:  # disabled or nothing to do: the rule handed the array back
                 continue

@@ -81,7 +81,7 @@ class RebalanceResult:
 def _remember(s: EngineState, inputs: RebalanceInputs, close: FloatArray) -> float:
     """The memory `step` keeps (returns ring, peak, session day): the same fields, the same updates."""
     returns = close / s.last_close - 1.0
-    if np.isfinite(s.last_close).any():
+    if s.returns.shape[0] and np.isfinite(s.last_close).any():  # no ring kept (a state started by `step`)
         s.returns[s.returns_count % s.returns.shape[0]] = returns
         s.returns_count += 1
     s.last_close = close.copy()

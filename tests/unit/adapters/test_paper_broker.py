@@ -232,3 +232,21 @@ def test_only_finished_orders_can_be_forgotten() -> None:
     broker.place(_stop("S", "NSE:INFY", 1, "50"))
     with pytest.raises(Exception, match="still works"):
         broker.sim.forget(["S"])
+
+
+def test_a_bar_is_on_disk_before_its_fills_are_handed_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tradeloom.adapters.brokers import paper
+
+    synced: list[str] = []
+    real = paper.os.fdatasync
+
+    def recording(fd: int) -> None:
+        real(fd)
+        synced.append((tmp_path / "paper.log").read_text(encoding="utf-8"))
+
+    monkeypatch.setattr(paper.os, "fdatasync", recording)
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=tmp_path / "paper.json")
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))
+    assert _bar(broker, 7, 100.0, 200.0) == ["A"]
+    assert len(synced) == 1 and '"op": "bar"' in synced[0] and '"bar_at_ns": 7' in synced[0]
+    assert '"op": "place"' in synced[0]  # the placements logged before the bar went to disk with it

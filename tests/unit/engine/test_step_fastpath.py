@@ -74,3 +74,19 @@ def test_active_entry_rules_everything_disabled_keeps_only_cash_available() -> N
     config = RiskConfig(max_position_fraction=None, max_gross_exposure=None, max_net_exposure=None,
                         max_positions=None)
     assert [rule.__name__ for rule in active_entry_rules(config, False)] == ["cash_available"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(contexts(), st.integers(0, 2**32 - 1))
+def test_entry_rules_random_context_only_ever_cut_so_the_step_may_stop_at_all_zero(
+    case: tuple[RiskContext, Proposal, np.ndarray], seed: int,
+) -> None:
+    # The step stops applying entry rules once every quantity is 0: sound only if no rule ever raises one.
+    ctx, proposal, quantity = case
+    rng = np.random.default_rng(seed)
+    quantity = quantity * (rng.random(N) < 0.6)  # some entries already cut by an earlier rule
+    for rule in ENTRY_RULES:
+        out = rule(ctx, proposal, quantity).quantity
+        assert np.all(out >= 0) and np.all(out <= quantity), (rule.__name__, quantity, out)
+        zeros = np.zeros(N, dtype=np.int64)
+        assert not rule(ctx, proposal, zeros).quantity.any(), rule.__name__

@@ -4,16 +4,18 @@ Fills come from the same `SimulatedBroker` the backtester uses (same cost, slipp
 rules), so a replayed day through the executor trades exactly like the backtest. It accepts bracket legs
 natively (`supports_contingent_orders`), as the backtester does. A restart continues the same account: every
 placement, cancel and matched bar is one flushed line of an append-only log beside the account file
-(`<state>.log`), and `checkpoint` (the trader calls it at the end of each bar) writes the whole account
-atomically and empties the log; loading replays what the log holds after the snapshot, through the same
-matching. Placing an order used to rewrite the whole account file (4-10 ms on ext4, growing over the day)
-inside the decision, and the per-bar rewrite before the decision made the next write-ahead fsync flush it.
+(`<state>.log`; a bar's line is also fsync'd before its fills are handed out), and `checkpoint` (the trader
+calls it at the end of each bar) writes the whole account atomically and empties the log; loading replays
+what the log holds after the snapshot, through the same matching. Placing an order used to rewrite the whole
+account file (4-10 ms on ext4, growing over the day) inside the decision, and the per-bar rewrite before the
+decision made the next write-ahead fsync flush it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -323,6 +325,11 @@ class PaperBroker:
         before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
         self._append_log({"op": "bar", "bar_at_ns": bar_at_ns, "open": open_.tolist(), "high": high.tolist(),
                           "low": low.tolist(), "close": close.tolist(), "volume": volume.tolist()})
+        if self.state_path is not None:
+            # The exchange's bar is on disk before its fills reach the trader; this is also the data the trader's
+            # write-ahead sync would otherwise flush as well (one file system journal): the exchange's I/O stays
+            # out of the decision, as a real venue's does.
+            os.fdatasync(self._log_file().fileno())
         fills = self._match(bar_at_ns, open_, high, low, close, volume)
         if self._logged >= CHECKPOINT_EVERY:  # nobody checkpoints (a direct user): bound the replay
             self.checkpoint()

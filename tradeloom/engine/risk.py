@@ -295,8 +295,20 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     # Nothing working: nothing committed (skips two full-width array passes on most bars).
     committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if np.count_nonzero(ctx.pending) else 0.0
     budget = ctx.cash - committed
-    out = quantity  # copied on the first cut only: when the cash covers everything, the same array goes back
     rate = 1.0 + ctx.cost_buffer_rate
+    wanted = quantity > 0
+    price = ctx.close[wanted] * rate
+    # Cash for every wanted entry plus one more lot of the dearest: then each entry's affordable lots exceed
+    # its wanted ones at every turn of `_cash_cuts`, which cuts nothing (the same array back, no ranking).
+    if price.size and np.all(price > 0) and float(
+            (quantity[wanted] * price).sum() + (price * ctx.lot_size[wanted]).max()) <= budget * (1.0 - 1e-9):
+        return EntryResult("cash_available", quantity, "not enough cash")
+    return EntryResult("cash_available", _cash_cuts(ctx, proposal, quantity, budget, rate), "not enough cash")
+
+
+def _cash_cuts(ctx: RiskContext, proposal: Proposal, quantity: IntArray, budget: float, rate: float) -> IntArray:
+    """Entries, most confident first, each cut to the whole lots the cash left after the ones before buys."""
+    out = quantity  # copied on the first cut only: when the cash covers everything, the same array goes back
     # Python floats/ints in the loop: the same IEEE arithmetic as the numpy scalars, without their overhead
     # (Python's float `//` is numpy's floor_divide algorithm: same result, also at exact multiples).
     for index in _by_confidence(proposal, quantity):
@@ -310,7 +322,7 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
                 out = quantity.copy()
             out[index] = take
         budget -= take * price
-    return EntryResult("cash_available", out, "not enough cash")
+    return out
 
 
 def portfolio_var(ctx: RiskContext, weights: FloatArray) -> tuple[float, float]:

@@ -122,3 +122,17 @@ def test_portfolio_step_short_target_sells_down_to_negative(weights: np.ndarray)
                             _inputs(weights, positions=[100, 0, 0], cash=90_000.0))
     assert [(i.side, i.quantity, i.purpose) for i in result.intents] == [
         (Side.SELL, 100, IntentPurpose.EXIT), (Side.SELL, 1000, IntentPurpose.ENTRY)]
+
+
+def test_portfolio_step_on_a_state_without_a_returns_ring_trades_the_same() -> None:
+    # A state that `step` started (no rule read returns) reaching the portfolio step, e.g. after a hot reload
+    # from a direction model to a sizing policy: no ring to write, the same orders as with one.
+    config = RebalanceConfig(risk=OPEN_RISK, cash_buffer=0.0)
+    weights = np.array([0.5, 0.3, 0.2])
+    results = []
+    for history in (0, 250):
+        state = EngineState.initial(3, 100_000.0, history)
+        first = portfolio_step(config, state, _inputs(weights, bar=1))
+        results.append(portfolio_step(config, first.state, _inputs(weights * 0.5, [500, 600, 1000], 50_000.0, bar=2)))
+    assert results[0].intents == results[1].intents
+    assert results[0].state.returns.shape == (0, 3) and results[1].state.returns_count == 1

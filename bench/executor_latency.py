@@ -76,23 +76,28 @@ def main() -> None:
             scorer=OnnxChampion(scorer, "bench", "1", SYMBOLS, len(names)), mode="replay", cash=10_000_000.0,
             state_path=Path(scratch) / "engine-state.json",
         )
-        decision_ms, inference_ms = [], []
+        decision_ms, inference_ms, with_orders = [], [], []
         for t in range(BARS_PER_DAY, len(stamps)):
             bar = BarSlice(int(stamps[t]), *(arrays[n][t] for n in ("open", "high", "low", "close", "volume")))
-            trader.on_bar_close(bar)
+            result = trader.on_bar_close(bar)
             decision_ms.append(trader.last_decision_seconds * 1000)
+            with_orders.append(bool(result.intents or getattr(result, "cancels", ())))
             window = np.nan_to_num(trader.scorer.rows)  # type: ignore[attr-defined]
             started = time.perf_counter()
             scorer.predict_proba(window)
             inference_ms.append((time.perf_counter() - started) * 1000)
         orders = len(trader.orders.orders)
     decision, inference = np.array(decision_ms), np.array(inference_ms)
+    ordering = decision[np.array(with_orders, dtype=bool)]  # bars whose decision sent or cancelled orders
     print(json.dumps({
         "bench": "executor_latency", "symbols": SYMBOLS, "bars": len(decision), "orders": orders,
         "p50_ms": round(float(np.percentile(decision, 50)), 3), "p99_ms": round(float(np.percentile(decision, 99)), 3),
         "inference_only_p50_ms": round(float(np.percentile(inference, 50)), 3),
         "inference_only_p99_ms": round(float(np.percentile(inference, 99)), 3),
         "p99_vs_inference_p99": round(float(np.percentile(decision, 99) / np.percentile(inference, 99)), 2),
+        "order_bars": int(ordering.size),
+        "order_bar_p50_ms": round(float(np.median(ordering)), 3) if ordering.size else None,
+        "order_bar_max_ms": round(float(ordering.max()), 3) if ordering.size else None,
     }))
 
 

@@ -46,6 +46,8 @@ from tradeloom.models.compatibility import ModelCard, ModelRefusedError
 from tradeloom.portfolio.sizing_policy import serving_rebalance
 
 log = logging.getLogger(__name__)
+IST = ZoneInfo("Asia/Kolkata")
+VERDICT_RECHECK_SECONDS = 30.0  # how often a missing premarket verdict is looked for again
 NS = 1_000_000_000
 
 
@@ -106,6 +108,10 @@ class ExecutorService:
         self.bars = BarBuilder(self.keys, grace_s=settings.late_tick_grace_seconds)
         self._inbox: queue.Queue[Tick | BrokerOrder] = queue.Queue()
         self._feed_stale = False
+        # The session day whose green premarket verdict live trading runs on (see `check_session_verdict`).
+        self._verdict_day: date | None = None
+        self._verdict_checked_ns = 0
+        self.verdict_missing = False
         self._last_poll_ns = 0
         self._bad_seen: dict[str, int] = {}
 
@@ -230,11 +236,32 @@ class ExecutorService:
     def _entries_allowed(self) -> bool:
         return self.journal.db_healthy and not self.trader.kill_switch and not self.trader.entries_paused
 
+    def check_session_verdict(self, now_ns: int) -> None:
+        """A live service that runs into a new session trades it only on that session's green premarket
+        verdict, as a fresh start would: until the flag says so, no new entries (working and protective
+        orders are left alone). The flag is read again every `VERDICT_RECHECK_SECONDS` while it is missing."""
+        today = datetime.fromtimestamp(now_ns / NS, tz=IST).date()
+        if today == self._verdict_day or now_ns - self._verdict_checked_ns < VERDICT_RECHECK_SECONDS * NS:
+            return
+        self._verdict_checked_ns = now_ns
+        try:
+            self.check_health_flag(today)
+        except ConfigError as error:
+            if not self.verdict_missing:
+                log.error("new session %s without a green premarket verdict: no new entries (%s)", today, error)
+                self.journal.record_event("premarket_verdict_missing", {"session_date": today.isoformat(),
+                                                                        "error": str(error)[:500]})
+            self.verdict_missing = True
+            return
+        log.warning("premarket verdict for %s is green: entries allowed", today)
+        self.journal.record_event("premarket_verdict", {"session_date": today.isoformat()})
+        self._verdict_day, self.verdict_missing = today, False
+
     # -- start-up -------------------------------------------------------------------------------------------
     def check_health_flag(self, today: date | None = None) -> None:
         """Live trading starts only on a green premarket verdict for today's session (Asia/Kolkata)."""
         path = self.settings.health_flag or self.settings.home / "health" / "premarket.json"
-        today = today or datetime.now(tz=ZoneInfo("Asia/Kolkata")).date()
+        today = today or datetime.now(tz=IST).date()
         try:
             verdict = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -248,6 +275,7 @@ class ExecutorService:
         """Journal spool applied, orders adopted and reconciled with the broker: before any decision."""
         if self.settings.trading_mode is TradingMode.LIVE:
             self.check_health_flag()
+            self._verdict_day = datetime.now(tz=IST).date()
         orders, fill_ids = self.journal.load_orders()
         self.orders.adopt(orders, fill_ids)
         self.reconcile_report = self.orders.reconcile()
@@ -446,7 +474,9 @@ class ExecutorService:
             log.warning("feed %s", "stale: no new entries" if stale else "recovered")
         self.metrics.feed_lag.set((now_ns - self.bars.last_tick_wall_ns) / NS if self.bars.last_tick_wall_ns else 0)
         self.check_controls()
-        self.trader.entries_paused = self.trader.entries_paused or stale
+        if self.settings.trading_mode is TradingMode.LIVE:
+            self.check_session_verdict(now_ns)
+        self.trader.entries_paused = self.trader.entries_paused or stale or self.verdict_missing
         traded = 0
         for closed in self.bars.close_due(now_ns):
             for i, key in enumerate(self.keys):

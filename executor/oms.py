@@ -139,6 +139,8 @@ class OrderManager:
         self._by_broker_id: dict[str, str] = {}
         self._entries_allowed = entries_allowed
         self._seen_fill_ids: set[str] = set()
+        # Ids of finished orders `retire` took out of memory: still never sent again by this process.
+        self._retired_ids: set[str] = set()
         self.duplicates_refused = 0
 
     # -- loading and reconciliation ----------------------------------------------------------------------
@@ -201,6 +203,10 @@ class OrderManager:
             log.info("client order id %s already known (%s): not sent again", intent.client_order_id,
                      known.state.value)
             return known
+        if intent.client_order_id in self._retired_ids:
+            self.duplicates_refused += 1
+            log.info("client order id %s finished on an earlier day: not sent again", intent.client_order_id)
+            return None
         if intent.purpose is IntentPurpose.ENTRY and not self._entries_allowed():
             log.warning("entry %s refused: entries are paused", intent.client_order_id)
             self.journal.record_event("entry_refused", {"client_order_id": intent.client_order_id})
@@ -450,6 +456,39 @@ class OrderManager:
             if message:
                 order.status_message = message
             self.journal.save_order(order)
+
+    def known(self, client_order_id: str) -> bool:
+        """Whether this process has ever journaled the id (in memory, or retired)."""
+        return client_order_id in self.orders or client_order_id in self._retired_ids
+
+    def retire(self, decided_before_ns: int) -> int:
+        """Take finished orders decided before `decided_before_ns` out of memory (the journal keeps them): a
+        service that runs for days then holds what a restart would load, and the per-update and per-cycle
+        walks stay the size of a day. Per (strategy, instrument) only a leading run of finished orders goes,
+        and only up to an entry, so every position episode that stays is whole and OCO pairs what it paired.
+        Returns how many orders were retired."""
+        retired = 0
+        for group_key, group in list(self._by_instrument.items()):
+            cut = 0
+            for position, order in enumerate(group):
+                if order.intent.purpose is IntentPurpose.ENTRY:
+                    cut = position  # an episode starts here: everything before it is finished and old
+                if order.is_open or (order.lineage.bar_at_ns or 0) >= decided_before_ns:
+                    break
+            else:
+                cut = len(group)
+            for order in group[:cut]:
+                self.orders.pop(order.client_order_id, None)
+                self._maybe_open.pop(order.client_order_id, None)
+                if order.broker_order_id:
+                    self._by_broker_id.pop(order.broker_order_id, None)
+                self._retired_ids.add(order.client_order_id)
+            retired += cut
+            if cut == len(group):
+                del self._by_instrument[group_key]
+            elif cut:
+                self._by_instrument[group_key] = group[cut:]
+        return retired
 
     # -- views ------------------------------------------------------------------------------------------
     def open_orders(self) -> list[ManagedOrder]:

@@ -112,6 +112,7 @@ class ExecutorService:
         self._verdict_day: date | None = None
         self._verdict_checked_ns = 0
         self.verdict_missing = False
+        self._retired_day: date | None = None
         self._last_poll_ns = 0
         self._bad_seen: dict[str, int] = {}
 
@@ -315,9 +316,11 @@ class ExecutorService:
                        and o.intent.purpose is IntentPurpose.ENTRY and o.filled_quantity > 0]
             bar = max((o.lineage.bar_at_ns or 0 for o in entries), default=self.trader.last_bar_at_ns)
             leg = 0
-            while (client_id := client_order_id(self.settings.engine.strategy, position.instrument_key, bar,
-                                                IntentPurpose.STOP_LOSS, leg)) in self.orders.orders:
+            strategy = self.settings.engine.strategy
+            while self.orders.known(client_order_id(strategy, position.instrument_key, bar, IntentPurpose.STOP_LOSS,
+                                                    leg)):
                 leg += 1
+            client_id = client_order_id(strategy, position.instrument_key, bar, IntentPurpose.STOP_LOSS, leg)
             side = Side.SELL if position.quantity > 0 else Side.BUY
             fraction = stops.stop_loss_pct or 0.05
             tick = Decimal(str(ticks[position.instrument_key]))
@@ -476,6 +479,12 @@ class ExecutorService:
         self.check_controls()
         if self.settings.trading_mode is TradingMode.LIVE:
             self.check_session_verdict(now_ns)
+        today = datetime.fromtimestamp(now_ns / NS, tz=IST).date()
+        if today != self._retired_day:  # a new day: keep in memory what a restart would load (the last day's)
+            if self._retired_day is not None:
+                retired = self.orders.retire(decided_before_ns=now_ns - 86_400 * NS)
+                log.info("new day %s: %d finished orders of earlier days retired from memory", today, retired)
+            self._retired_day = today
         self.trader.entries_paused = self.trader.entries_paused or stale or self.verdict_missing
         traded = 0
         for closed in self.bars.close_due(now_ns):

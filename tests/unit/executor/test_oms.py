@@ -448,3 +448,46 @@ def test_a_position_read_smaller_than_it_is_never_shrinks_protection_without_a_s
     manager.on_update(broker.fill("E2", 10))
     assert manager.fit_protection({"NSE:INFY": 4}) == 0  # the earlier position's stop fill is not a sibling
     assert broker.modified == [] and broker.venue["S2"].quantity == 10
+
+
+def _day_of_brackets(broker: ScriptedBroker, manager: OrderManager) -> tuple[ManagedOrder, ManagedOrder]:
+    """Day 1 (bar 1): a bracket stopped out. Day 1 (bar 2): a bracket whose entry filled and whose legs still
+    work overnight. Returns the overnight stop and target."""
+    manager.submit(_intent("E1"), LINEAGE)
+    manager.submit(_intent("S1", IntentPurpose.STOP_LOSS, "E1", OrderType.STOP, Side.SELL), LINEAGE)
+    manager.submit(_intent("T1", IntentPurpose.TAKE_PROFIT, "E1", OrderType.LIMIT, Side.SELL), LINEAGE)
+    manager.on_update(broker.fill("E1", 10))
+    manager.on_update(broker.fill("S1", 10))
+    later = Lineage("s", "paper", 2)
+    manager.submit(_intent("E2"), later)
+    stop = manager.submit(_intent("S2", IntentPurpose.STOP_LOSS, "E2", OrderType.STOP, Side.SELL), later)
+    target = manager.submit(_intent("T2", IntentPurpose.TAKE_PROFIT, "E2", OrderType.LIMIT, Side.SELL), later)
+    manager.on_update(broker.fill("E2", 10))
+    assert stop is not None and target is not None and stop.is_open and target.is_open
+    return stop, target
+
+
+def test_retire_drops_finished_episodes_keeps_a_working_one_whole_and_never_resends_a_retired_id() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    stop, target = _day_of_brackets(broker, manager)
+    assert manager.retire(decided_before_ns=10) == 3  # E1, S1, T1: E2 starts the episode that still works
+    assert sorted(manager.orders) == ["E2", "S2", "T2"]
+    assert manager.known("E1") and manager.known("S2") and not manager.known("X")
+    sent = len(broker.placed)
+    assert manager.submit(_intent("S1", IntentPurpose.STOP_LOSS, order_type=OrderType.STOP, side=Side.SELL),
+                          LINEAGE) is None
+    assert len(broker.placed) == sent and manager.duplicates_refused == 1
+    # OCO still pairs the overnight legs, and only them: the stop fills, the target goes.
+    manager.on_update(broker.fill("S2", 10))
+    assert target.state is OrderState.CANCELLED and stop.state is OrderState.FILLED
+    assert manager.retire(decided_before_ns=10) == 3 and manager.orders == {}
+
+
+def test_retire_keeps_orders_decided_after_the_cutoff_and_everything_of_an_open_episode() -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    _day_of_brackets(broker, manager)
+    assert manager.retire(decided_before_ns=2) == 3  # bar 2 is not before the cutoff
+    assert manager.retire(decided_before_ns=1) == 0
+    assert sorted(manager.orders) == ["E2", "S2", "T2"]

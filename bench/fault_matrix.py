@@ -57,11 +57,20 @@ class FaultRun:
     stderr_tail: str = ""
 
 
+# Placements are armed up front, one fault every few placements: each placement is a single attempt (never
+# retried blindly), so the schedule needs no pause, and a fast replay cannot end before the last one fires.
+PLACEMENTS_BETWEEN_FAULTS = 2
+
+
 def _inject(server: FakeKiteServer, stop: threading.Event, spacing: float) -> list[tuple[str, Fault]]:
-    """Arm each operation's faults one at a time: the next only after the previous one fired."""
-    queues = {operation: list(faults) for operation, faults in MATRIX.items()}
-    waiting: dict[str, tuple[Fault, int]] = {}
+    """Arm each operation's faults one at a time: the next only after the previous one fired (so that reads
+    and cancellations, which are retried with a bounded back-off, recover in between)."""
     armed: list[tuple[str, Fault]] = []
+    for fault in MATRIX["place"]:
+        server.faults.arm("place", fault, after=PLACEMENTS_BETWEEN_FAULTS)
+        armed.append(("place", fault))
+    queues = {operation: list(faults) for operation, faults in MATRIX.items() if operation != "place"}
+    waiting: dict[str, tuple[Fault, int]] = {}
     while not stop.is_set() and (queues or waiting):
         fired = Counter(operation for operation, _ in server.faults.fired)
         for operation in list(queues):

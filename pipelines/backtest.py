@@ -147,7 +147,7 @@ def run_backtest(
             for sim in new_fills:
                 traded_notional += sim.quantity * sim.price
             fills.extend(new_fills)
-            equity[t] = broker.equity(np.where(np.isfinite(close), close, state.last_close))
+            equity[t] = broker.equity(close, state.last_close)
             positions[t] = broker.positions
             inputs = EngineInputs(
                 universe=data.universe, bar_at_ns=bar_at, open=open_, high=high, low=low,
@@ -157,7 +157,9 @@ def run_backtest(
                 session_day=day_numbers[t],
                 minutes_to_close=None if data.minutes_to_close is None else data.minutes_to_close[t],
             )
-            result = step(engine_config, state, inputs)
+            # Nothing keeps the previous state unless an observer is watching: step it in place.
+            # The rule events only go into records, which are dropped unless kept.
+            result = step(engine_config, state, inputs, consume=observer is None, explain=keep_records)
             state = result.state
             for order_id in result.cancels:
                 broker.cancel(order_id)

@@ -185,6 +185,72 @@ def held_levels_kernel(held: BoolArray, positions: IntArray, close: FloatArray, 
 
 
 @_compiled
+def cash_covers_kernel(quantity: IntArray, close: FloatArray, lot_size: IntArray, rate: float,
+                       budget: float) -> bool:
+    """True when `budget` pays for every wanted entry (quantity > 0) at close * rate plus one more lot of the
+    dearest: then `risk._cash_cuts` would cut nothing. False when nothing is wanted or a wanted price is not
+    positive (NaN included).
+
+    Mirrors: price = close[wanted] * rate; price.size and all(price > 0) and
+    (quantity[wanted] * price).sum() + (price * lot_size[wanted]).max() <= budget * (1 - 1e-9), with the sum
+    taken left to right (numpy's is pairwise: the two differ by far less than the 1e-9 margin, which is what
+    makes the test sufficient, so either order decides the same).
+    """
+    total = 0.0
+    dearest = -math.inf
+    wanted = 0
+    for i in range(quantity.shape[0]):
+        if quantity[i] <= 0:
+            continue
+        price = close[i] * rate
+        if not price > 0:
+            return False
+        wanted += 1
+        total += quantity[i] * price
+        lot_price = price * lot_size[i]
+        dearest = max(dearest, lot_price)
+    return wanted > 0 and total + dearest <= budget * (1.0 - 1e-9)
+
+
+@_compiled
+def fixed_quantity_kernel(price: FloatArray, quantity: float, lot_size: IntArray) -> IntArray:
+    """`quantity` units in whole lots (towards zero) wherever the price is finite and positive, else 0.
+
+    Mirrors sizing.target_quantity for method "fixed_quantity": safe = isfinite(price) & (price > 0);
+    q = where(safe & (quantity > 0), quantity, 0.0); (floor(q / lot_size) * lot_size).astype(int64).
+    """
+    n = price.shape[0]
+    out = np.zeros(n, dtype=np.int64)
+    if not quantity > 0:
+        return out
+    for i in range(n):
+        p = price[i]
+        if math.isfinite(p) and p > 0:
+            out[i] = np.int64(math.floor(quantity / lot_size[i]) * lot_size[i])
+    return out
+
+
+@_compiled
+def mark_to_market_kernel(cash: float, positions: IntArray, close: FloatArray, fallback: FloatArray) -> float:
+    """cash + sum of position * mark over held instruments, the mark being the close where it is finite and
+    `fallback` (the last known close) elsewhere; summed left to right in instrument order.
+
+    Mirrors: mark = where(isfinite(close), close, fallback); held = positions != 0;
+    cash + (positions[held] * mark[held]).sum() (numpy sums pairwise: the two may differ in the last bits).
+    """
+    total = 0.0
+    for i in range(positions.shape[0]):
+        position = positions[i]
+        if position == 0:
+            continue
+        mark = close[i]
+        if not math.isfinite(mark):
+            mark = fallback[i]
+        total += position * mark
+    return cash + total
+
+
+@_compiled
 def round_trips_kernel(index: IntArray, side: IntArray, quantity: IntArray, price: FloatArray, fee: FloatArray,
                        n_instruments: int) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray,
                                                     FloatArray, IntArray, FloatArray, FloatArray]:
@@ -268,3 +334,6 @@ def warm_up() -> None:
                       np.ones(1, dtype=np.int8), False, 0, -1)
     held_levels_kernel(np.ones(1, dtype=np.bool_), ones, np.ones(1), nan.copy(), nan.copy())
     round_trips_kernel(np.zeros(1, dtype=np.int64), ones, ones, np.ones(1), np.ones(1), 1)
+    cash_covers_kernel(ones, np.ones(1), ones, 1.0, 1.0)
+    fixed_quantity_kernel(np.ones(1), 1.0, ones)
+    mark_to_market_kernel(1.0, ones, np.ones(1), nan)

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tradeloom.engine.config import RiskConfig
+from tradeloom.engine.kernels import cash_covers_kernel
 from tradeloom.records import fast_init
 
 FloatArray = npt.NDArray[np.float64]
@@ -296,12 +297,9 @@ def cash_available(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> 
     committed = float(_finite_sum(np.abs(ctx.pending) * ctx.close)) if np.count_nonzero(ctx.pending) else 0.0
     budget = ctx.cash - committed
     rate = 1.0 + ctx.cost_buffer_rate
-    wanted = quantity > 0
-    price = ctx.close[wanted] * rate
     # Cash for every wanted entry plus one more lot of the dearest: then each entry's affordable lots exceed
     # its wanted ones at every turn of `_cash_cuts`, which cuts nothing (the same array back, no ranking).
-    if price.size and np.all(price > 0) and float(
-            (quantity[wanted] * price).sum() + (price * ctx.lot_size[wanted]).max()) <= budget * (1.0 - 1e-9):
+    if cash_covers_kernel(quantity, ctx.close, ctx.lot_size, rate, budget):
         return EntryResult("cash_available", quantity, "not enough cash")
     return EntryResult("cash_available", _cash_cuts(ctx, proposal, quantity, budget, rate), "not enough cash")
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
 from tradeloom.engine.config import BrokerConfig
 from tradeloom.engine.costs import execution_price, fee_total
+from tradeloom.engine.kernels import mark_to_market_kernel
 from tradeloom.errors import InputError
 
 FloatArray = npt.NDArray[np.float64]
@@ -269,9 +270,9 @@ class SimulatedBroker:
                 out[order.index] += int(order.intent.side) * order.remaining
         return out
 
-    def equity(self, close: FloatArray) -> float:
-        held = self.positions != 0
-        return float(self.cash + (self.positions[held] * close[held]).sum())
+    def equity(self, close: FloatArray, fallback: FloatArray | None = None) -> float:
+        """Cash plus the positions marked at `close`; where a close is not finite, at `fallback` if given."""
+        return float(mark_to_market_kernel(self.cash, self.positions, close, close if fallback is None else fallback))
 
     # -- matching -----------------------------------------------------------------------------------------
     @staticmethod

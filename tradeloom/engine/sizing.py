@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tradeloom.engine.config import SizingConfig
+from tradeloom.engine.kernels import fixed_quantity_kernel
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -36,6 +37,8 @@ def target_quantity(
     lot_size: IntArray,
 ) -> IntArray:
     """Unsigned quantity per instrument before risk caps; 0 where it cannot be sized (NaN inputs)."""
+    if config.method == "fixed_quantity":  # one compiled loop (see the kernel for the expression it mirrors)
+        return fixed_quantity_kernel(price, float(config.quantity), lot_size)
     safe_price = np.where(np.isfinite(price) & (price > 0), price, np.nan)
     if config.method == "fixed_fractional":
         distance = np.where(np.isfinite(stop_distance) & (stop_distance > 0), stop_distance, np.nan)
@@ -49,8 +52,6 @@ def target_quantity(
             annual = realised_vol * np.sqrt(config.bars_per_year)
             annual = np.where(np.isfinite(annual) & (annual > 0), annual, np.nan)
             quantity = np.minimum(config.target_volatility / annual, 1.0) * equity / safe_price
-    elif config.method == "fixed_quantity":
-        quantity = np.where(np.isfinite(safe_price), float(config.quantity), np.nan)
     elif config.method == "fixed_notional":
         quantity = config.notional_fraction * equity / safe_price
     else:  # all_in: floor division exactly as a broker computing affordable whole units

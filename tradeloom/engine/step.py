@@ -71,9 +71,14 @@ def _stop_levels(config: EngineConfig, side: npt.NDArray[np.int8], reference: Fl
     return stop, target
 
 
-def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> StepResult:
+def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, consume: bool = False,
+         explain: bool = True) -> StepResult:
+    """One bar close. `state` is left as it was unless `consume`: then the step updates it in place and
+    returns it as the result's state (a caller that never reads the old state again, as the backtester,
+    saves the copy). `explain=False` leaves the rule events (the record's reasons) out, for a caller that
+    discards the record. Neither changes a decision: the intents, cancels and state are the same."""
     inputs.validate()
-    s = state.successor()
+    s = state if consume else state.successor()
     universe, keys, n = inputs.universe, inputs.universe.keys, len(inputs.universe)
     bar = inputs.bar_at_ns
     features = dict(inputs.features)
@@ -139,16 +144,18 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         result = guard(ctx)
         if result.halt == "day" and not s.halted_for_day:
             s.halted_for_day = True
-            events.append(RuleEvent("*", result.rule, "halt", result.reason))
+            if explain:
+                events.append(RuleEvent("*", result.rule, "halt", result.reason))
         if result.halt == "drawdown" and not s.halted_for_drawdown:
             s.halted_for_drawdown = True
-            events.append(RuleEvent("*", result.rule, "halt", result.reason))
+            if explain:
+                events.append(RuleEvent("*", result.rule, "halt", result.reason))
         block_all |= result.block_all
         if not np.count_nonzero(result.flatten):  # the usual case: the guard leaves every position alone
             continue
         if result.rule == "session_square_off":
             square_off |= result.flatten
-        for index in _indices(result.flatten & ~flatten):
+        for index in _indices(result.flatten & ~flatten) if explain else ():
             events.append(RuleEvent(keys[index], result.rule, "flatten", result.reason))
         flatten |= result.flatten
 
@@ -173,7 +180,8 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         closing = -int(positions[index])
         exit_quantity[index] = closing
         why = "signal" if opposite[index] else "max_holding" if timed[index] and not flatten[index] else "risk"
-        events.append(RuleEvent(key, why, "exit", f"exit {closing} ({purpose.value})"))
+        if explain:
+            events.append(RuleEvent(key, why, "exit", f"exit {closing} ({purpose.value})"))
         intents.append(OrderIntent(
             client_order_id(config.strategy, key, bar, purpose), key, Side.BUY if closing > 0 else Side.SELL,
             abs(closing),
@@ -209,8 +217,9 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             ))
             s.stop_order_id[index] = order_id
             s.stop_quantity[index] = int(size[index])
-            events.append(RuleEvent(key, "stop_loss", "stop_moved" if better[index] else "stop_placed",
-                                    f"stop {s.stop_price[index]:.4f} for {int(size[index])}"))
+            if explain:
+                events.append(RuleEvent(key, "stop_loss", "stop_moved" if better[index] else "stop_placed",
+                                        f"stop {s.stop_price[index]:.4f} for {int(size[index])}"))
 
     # -- entries ----------------------------------------------------------------------------------------
     # Entry candidates came from the kernel; the multi-timeframe confirmation applies last, as in
@@ -222,7 +231,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
     if exit_indices:
         side[exiting] = 0
     if block_all:
-        for index in _indices(side):
+        for index in _indices(side) if explain else ():
             events.append(RuleEvent(keys[index], "halt", "blocked", "trading halted or kill switch on"))
         side[:] = 0
     proposed = np.zeros(n, dtype=np.int64)
@@ -237,7 +246,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             lot_size=universe.lot_size,
         )
         proposed[side == 0] = 0
-        for index in _indices((side != 0) & (proposed == 0)):
+        for index in _indices((side != 0) & (proposed == 0)) if explain else ():
             events.append(RuleEvent(keys[index], "sizing", "blocked", "sized to zero lots"))
         proposal = Proposal(side, proposed, signals.confidence)
         quantity = proposed.copy()
@@ -247,7 +256,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
             outcome = entry_rule(ctx, proposal, quantity)
             if outcome.quantity is quantity:  # disabled or nothing to do: the rule handed the array back
                 continue
-            changed = _indices(outcome.quantity != quantity)
+            changed = _indices(outcome.quantity != quantity) if explain else ()
             if changed:  # Python ints format as the numpy ones do, several times faster
                 before, after = quantity.tolist(), outcome.quantity.tolist()
                 for index in changed:
@@ -267,8 +276,9 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs) -> Step
         units = int(quantity[index])
         stop_level, target_level = float(stop[index]), float(target[index])
         entry_id = client_order_id(strategy, key, bar, IntentPurpose.ENTRY)
-        events.append(RuleEvent(key, "signal", "entry", f"enter {int(entry_quantity[index])} "
-                                f"at confidence {signals.confidence[index]:.3f}"))
+        if explain:
+            events.append(RuleEvent(key, "signal", "entry", f"enter {int(entry_quantity[index])} "
+                                    f"at confidence {signals.confidence[index]:.3f}"))
         s.stop_price[index] = stop_level
         s.take_profit_price[index] = target_level
         s.best_close[index] = close[index]

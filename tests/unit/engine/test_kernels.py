@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradeloom.engine.config import SignalConfig
-from tradeloom.engine.kernels import bar_memory_kernel, held_levels_kernel, signal_kernel
+from tradeloom.engine.kernels import (
+    bar_memory_kernel,
+    cash_covers_kernel,
+    fixed_quantity_kernel,
+    held_levels_kernel,
+    mark_to_market_kernel,
+    signal_kernel,
+)
 from tradeloom.engine.signals import Signals, entry_candidates, exit_wanted, signals_by_numpy
 
 THRESHOLDS = st.sampled_from([0.0, 0.3, 1.0 / 3.0, 0.4, 0.5, 0.55, 1.0])
@@ -142,3 +150,67 @@ def test_held_levels_kernel_random_book_equals_numpy_expression(seed: int, n: in
         assert_same(got_unknown, unknown)
         assert_same(got_size, np.abs(positions))
         assert_same(anchor, expected_best)
+
+
+def random_prices(rng: np.random.Generator, n: int) -> np.ndarray:
+    price = np.round(rng.lognormal(4.0, 1.5, n), int(rng.integers(0, 3)))
+    odd = rng.random(n)
+    price[odd < 0.05] = np.nan
+    price[(odd >= 0.05) & (odd < 0.08)] = 0.0
+    price[(odd >= 0.08) & (odd < 0.10)] = -1.0
+    price[(odd >= 0.10) & (odd < 0.12)] = np.inf
+    return price
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 80), quantity=st.sampled_from([1, 3, 10, 25, 999]))
+def test_fixed_quantity_kernel_equals_numpy_expression(seed: int, n: int, quantity: int) -> None:
+    rng = np.random.default_rng(seed)
+    price = random_prices(rng, n)
+    lot_size = rng.choice(np.array([1, 1, 5, 25, 50, 2000], dtype=np.int64), n)
+    safe = np.isfinite(price) & (price > 0)
+    wanted = np.where(safe & (quantity > 0), float(quantity), 0.0)
+    expected = (np.floor(wanted / lot_size) * lot_size).astype(np.int64)
+    for kernel in (fixed_quantity_kernel, fixed_quantity_kernel.python):  # type: ignore[attr-defined]
+        assert_same(kernel(price, float(quantity), lot_size), expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 80), rate=st.sampled_from([1.0, 1.001, 1.0000001]),
+       slack=st.sampled_from([-1e-6, -1e-12, 0.0, 1e-12, 1e-6, 0.5]))
+def test_cash_covers_kernel_decides_as_the_numpy_expression(seed: int, n: int, rate: float, slack: float) -> None:
+    rng = np.random.default_rng(seed)
+    close = random_prices(rng, n)
+    quantity = (rng.integers(0, 50, n) * (rng.random(n) < 0.5)).astype(np.int64)
+    lot_size = rng.choice(np.array([1, 5, 25], dtype=np.int64), n)
+    wanted = quantity > 0
+    price = close[wanted] * rate
+    valid = bool(price.size) and bool(np.all(price > 0))
+    need = float((quantity[wanted] * price).sum() + (price * lot_size[wanted]).max()) if valid else 0.0
+    # Budgets at, just above and just below the boundary: where a different summation order could matter.
+    budget = need / (1.0 - 1e-9) * (1.0 + slack) if valid and np.isfinite(need) else 1e6 * (1.0 + slack)
+    expected = valid and need <= budget * (1.0 - 1e-9)
+    for kernel in (cash_covers_kernel, cash_covers_kernel.python):  # type: ignore[attr-defined]
+        got = kernel(quantity, close, lot_size, rate, budget)
+        if got != expected:  # only a summation-order difference, i.e. within rounding of the boundary
+            assert abs(need - budget * (1.0 - 1e-9)) <= 1e-12 * max(abs(need), 1.0), (got, expected, need, budget)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 120))
+def test_mark_to_market_kernel_equals_numpy_expression(seed: int, n: int) -> None:
+    rng = np.random.default_rng(seed)
+    positions = (rng.integers(-500, 500, n) * (rng.random(n) < 0.5)).astype(np.int64)
+    close = random_prices(rng, n)
+    close[np.isinf(close)] = np.nan
+    fallback = np.where(rng.random(n) < 0.1, np.nan, 100 + rng.normal(0, 5, n))
+    cash = float(rng.normal(1e6, 1e5))
+    mark = np.where(np.isfinite(close), close, fallback)
+    held = positions != 0
+    expected = float(cash + (positions[held] * mark[held]).sum())
+    for kernel in (mark_to_market_kernel, mark_to_market_kernel.python):  # type: ignore[attr-defined]
+        got = kernel(cash, positions, close, fallback)
+        if np.isnan(expected):  # a held position with no mark at all: the equity is unknown either way
+            assert np.isnan(got)
+        else:  # the same terms, summed in another order: equal to rounding
+            assert got == pytest.approx(expected, rel=1e-12, abs=1e-6)

@@ -34,24 +34,34 @@ OPERATIONS = ("place", "modify", "cancel", "read", "stream", "login")
 class FaultSwitchboard:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._armed: dict[str, deque[Fault]] = defaultdict(deque)
+        self._armed: dict[str, deque[Fault | None]] = defaultdict(deque)  # None: let one request through
         self.slow_seconds = 1.5
         self.fired: list[tuple[str, Fault]] = []
 
-    def arm(self, operation: str, fault: Fault, times: int = 1) -> None:
+    def arm(self, operation: str, fault: Fault, times: int = 1, after: int = 0) -> None:
+        """Fail the next `times` requests of `operation` with `fault`, after letting `after` more through
+        (queued behind what is already armed: a schedule that does not depend on timing)."""
         if operation not in OPERATIONS:
             raise ValueError(f"operation={operation!r}, expected one of {OPERATIONS}")
+        if times < 1 or after < 0:
+            raise ValueError(f"times={times!r} must be >= 1 and after={after!r} >= 0")
         with self._lock:
-            self._armed[operation].extend([fault] * times)
+            self._armed[operation].extend([None] * after + [fault] * times)
 
     def take(self, operation: str, allowed: frozenset[Fault] | None = None) -> Fault | None:
         with self._lock:
             queue = self._armed[operation]
-            if not queue or (allowed is not None and queue[0] not in allowed):
+            if not queue:
                 return None
-            fault = queue.popleft()
-            self.fired.append((operation, fault))
-            return fault
+            head = queue[0]
+            if head is None:  # a request let through
+                queue.popleft()
+                return None
+            if allowed is not None and head not in allowed:
+                return None
+            queue.popleft()
+            self.fired.append((operation, head))
+            return head
 
     def clear(self) -> None:
         with self._lock:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from tradeloom.domain import IntentPurpose, OrderIntent, OrderType, Side, client_order_id
 from tradeloom.engine.config import EngineConfig
 from tradeloom.engine.execution import WorkingParent, next_slice
-from tradeloom.engine.kernels import bar_memory_kernel, held_levels_kernel
+from tradeloom.engine.kernels import bar_memory_kernel, held_levels_kernel, mark_to_market_kernel
 from tradeloom.engine.risk import GUARDS, Proposal, RiskContext, active_entry_rules, guard_idle
 from tradeloom.engine.signals import signals_from_probabilities
 from tradeloom.engine.sizing import target_quantity
@@ -108,7 +108,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, cons
         s.best_close, signals.direction, signal_config.allow_short, signal_config.cooldown_bars,
         -1 if signal_config.max_holding_bars is None else signal_config.max_holding_bars)
     flat = ~held_now
-    equity = float(inputs.cash + (positions * close)[held_now].sum())
+    equity = float(mark_to_market_kernel(inputs.cash, positions, close, close))  # close is finite or NaN
     if s.session_day != inputs.session_day:
         s.day_start_equity = s.last_equity if s.session_day is not None else equity
         s.session_day = inputs.session_day

@@ -21,7 +21,7 @@ from tradeloom.engine.state import Universe
 from tradeloom.features.online import OnlineFeatureEngine
 from tradeloom.synthetic import synthetic_instruments
 
-names = ("signal_kernel", "bar_memory_kernel", "held_levels_kernel", "round_trips_kernel")
+names = tuple(name for name, value in vars(kernels).items() if isinstance(value, kernels._Kernel))
 before = {name: getattr(kernels, name)._call is not None for name in names}
 instruments = synthetic_instruments(3)
 keys = tuple(i.key for i in instruments)
@@ -47,5 +47,6 @@ def test_trader_construction_compiles_every_engine_kernel(tmp_path: Path) -> Non
                          env={"PYTHONPATH": str(root), "NUMBA_CACHE_DIR": cache,
                               "PATH": "/usr/bin:/bin"})
     state = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"signal_kernel", "bar_memory_kernel", "cash_covers_kernel", "mark_to_market_kernel"} <= set(state["before"])
     assert not any(state["before"].values())
     assert all(state["after"].values())

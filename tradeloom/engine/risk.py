@@ -233,9 +233,16 @@ def max_positions(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> E
         return EntryResult("max_positions", quantity, "")
     open_count = int(np.count_nonzero((ctx.positions != 0) | (ctx.pending != 0)))
     room = max(limit - open_count, 0)
+    reason = f"{open_count} positions open of at most {limit}"
+    entering = proposal.side != 0
+    if int(np.count_nonzero((quantity > 0) & entering)) <= room:  # room for all: nothing to cut or rank
+        return EntryResult("max_positions", quantity, reason)
     out = quantity.copy()
-    out[_by_confidence(proposal, quantity)[room:]] = 0
-    return EntryResult("max_positions", out, f"{open_count} positions open of at most {limit}")
+    if room == 0:  # the book is full, the usual case when this rule bites: every entry goes, no ranking
+        out[entering] = 0
+    else:
+        out[_by_confidence(proposal, quantity)[room:]] = 0
+    return EntryResult("max_positions", out, reason)
 
 
 def position_cap(ctx: RiskContext, proposal: Proposal, quantity: IntArray) -> EntryResult:

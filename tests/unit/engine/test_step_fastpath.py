@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradeloom.engine import RiskConfig
-from tradeloom.engine.risk import ENTRY_RULES, GUARDS, Proposal, RiskContext, active_entry_rules, guard_idle
+from tradeloom.engine.risk import (
+    ENTRY_RULES,
+    GUARDS,
+    Proposal,
+    RiskContext,
+    active_entry_rules,
+    guard_idle,
+    max_positions,
+)
 
 N = 6
 OPTIONAL = st.one_of(st.none(), st.floats(0.01, 0.9))
@@ -112,3 +120,24 @@ def test_cash_available_fast_path_equals_the_ranked_cuts(
     ctx = replace(ctx, cash=notional * cover + committed, lot_size=lots, cost_buffer_rate=buffer)
     reference = _cash_cuts(ctx, proposal, quantity, ctx.cash - committed, 1.0 + buffer)
     assert np.array_equal(cash_available(ctx, proposal, quantity).quantity, reference)
+
+
+def max_positions_by_ranking(ctx: RiskContext, proposal: Proposal, quantity: np.ndarray) -> np.ndarray:
+    """The rule as first written: keep the `room` most confident entries, cut the rest."""
+    assert ctx.config.max_positions is not None
+    room = max(ctx.config.max_positions - int(np.count_nonzero((ctx.positions != 0) | (ctx.pending != 0))), 0)
+    out = quantity.copy()
+    wanted = quantity.tolist()
+    out[[index for index in proposal.ranked if wanted[index] > 0][room:]] = 0
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(contexts(), st.integers(0, N + 1))
+def test_max_positions_shortcuts_cut_as_the_ranking_does(case: tuple[RiskContext, Proposal, np.ndarray],
+                                                         limit: int) -> None:
+    ctx, proposal, quantity = case
+    ctx = RiskContext(**{**vars(ctx), "config": ctx.config.model_copy(update={"max_positions": limit})})
+    got = max_positions(ctx, proposal, quantity)
+    assert np.array_equal(got.quantity, max_positions_by_ranking(ctx, proposal, quantity))
+    assert got.quantity.dtype == quantity.dtype

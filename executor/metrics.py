@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from tradeloom.domain import OrderState
+
 if TYPE_CHECKING:
     from executor.journal import Journal
     from executor.oms import OrderManager
@@ -21,6 +23,7 @@ class Metrics:
         self.orders = Gauge("tradeloom_orders", "orders by state", ["state"], registry=self.registry)
         self.positions = Gauge("tradeloom_position", "signed position", ["instrument"], registry=self.registry)
         self.equity = Gauge("tradeloom_equity", "account equity", registry=self.registry)
+        self.day_pnl = Gauge("tradeloom_day_pnl", "equity change since the session day began", registry=self.registry)
         self.kill_switch = Gauge("tradeloom_kill_switch", "1 when the kill switch is engaged", registry=self.registry)
         self.journal_pending = Gauge("tradeloom_journal_pending", "records waiting for the database",
                                      registry=self.registry)
@@ -35,11 +38,17 @@ class Metrics:
         self.step_seconds.observe(seconds)
 
     def update(self, orders: OrderManager, trader: Trader, journal: Journal) -> None:
-        counts: dict[str, int] = {}
+        """Gauges from the order manager and the trader's last step; a state with no orders reads 0 (not the
+        count it last had), and a position is the one the last decision saw."""
+        counts = dict.fromkeys((state.value for state in OrderState), 0)
         for order in orders.orders.values():
-            counts[order.state.value] = counts.get(order.state.value, 0) + 1
+            counts[order.state.value] += 1
         for state, count in counts.items():
             self.orders.labels(state=state).set(count)
-        self.equity.set(trader.state.last_equity)
+        engine = trader.state
+        for key, quantity in zip(trader.universe.keys, engine.last_position.tolist(), strict=True):
+            self.positions.labels(instrument=key).set(quantity)
+        self.equity.set(engine.last_equity)
+        self.day_pnl.set(engine.last_equity - engine.day_start_equity)
         self.journal_pending.set(journal.pending)
         self.duplicates_refused.set(orders.duplicates_refused)

@@ -7,13 +7,14 @@ from datetime import datetime
 
 import numpy as np
 
+from executor.oms import Lineage, ManagedOrder
 from executor.service import ExecutorService
 from executor.settings import ExecutorSettings, TradingMode
 from tests.integration.executor.conftest import DAY2, KEYS
 from tradeloom.adapters.db import Database
 from tradeloom.adapters.store import load_bar_matrix
 from tradeloom.broker import OrderCallback, Tick, TickCallback
-from tradeloom.domain import Instrument, Timeframe
+from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderState, OrderType, Side, Timeframe
 
 NS = 1_000_000_000
 OPEN = DAY2.replace(hour=3, minute=45)  # 09:15 IST
@@ -80,4 +81,25 @@ def test_live_ticks_become_bars_decisions_and_stored_bars_and_a_silent_feed_stop
         cur.execute("select count(*) from executor_events where kind = 'feed_stale'")
         assert cur.fetchone()[0] >= 1  # type: ignore[index]
     np.testing.assert_equal(len(service.bars.rejected), 0)
+    # A new day: finished orders decided more than a day ago leave memory; the next morning nothing qualifies
+    # yet. A round trip finished before today's open (as a restart would have loaded it) is among them.
+    before_open = Lineage("live", "paper", int(OPEN.timestamp() * NS) - 10 * 60 * NS)
+    untraded = next(key for key in KEYS if all(o.intent.instrument_key != key for o in service.orders.orders.values()))
+    service.orders.adopt([
+        ManagedOrder(OrderIntent(f"OLD-{purpose.value}", untraded, side, 1, OrderType.MARKET, purpose), before_open,
+                     "paper", OrderState.FILLED, f"B-{purpose.value}", 1)
+        for purpose, side in ((IntentPurpose.ENTRY, Side.BUY), (IntentPurpose.EXIT, Side.SELL))
+    ])
+    held = dict(service.orders.orders)
+    next_morning = int(OPEN.timestamp() * NS) + 86_400 * NS - 30 * 60 * NS
+    service.live_cycle(next_morning)
+    assert service.orders.orders.keys() == held.keys()
+    service.live_cycle(next_morning + 86_400 * NS)
+    kept = service.orders.orders
+    busy = {order.intent.instrument_key for order in held.values() if order.is_open}
+    assert all(order_id in kept for order_id, order in held.items() if order.is_open)
+    assert not [order_id for order_id, order in held.items() if order.intent.instrument_key not in busy
+                and order_id in kept]  # an instrument with nothing open keeps nothing of the earlier day
+    assert "OLD-entry" not in kept and "OLD-exit" not in kept
+    assert all(service.orders.known(order_id) for order_id in held)  # retired ids are never sent again
     service.close()

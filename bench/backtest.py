@@ -1,8 +1,8 @@
 """Benchmark: the same SMA(10/20) long-only cross on 100 synthetic instruments x 90,000 minute bars through
 tradeloom (engine + simulated broker, all instruments stepped together), backtesting.py (once per
 instrument) and vectorbt `Portfolio.from_signals` (warm: compile excluded; run in .loom/venv-bench because
-numba does not fit the ml lock). tradeloom's numba kernels are warmed the same way: their compile or disk-cache
-load is timed apart (`tradeloom_warm_up_s`). Prints one JSON line last.
+vectorbt 1.2 needs pandas >= 3 and the ml lock holds pandas 2.3). tradeloom's numba kernels are warmed the same
+way: their compile or disk-cache load is timed apart (`tradeloom_warm_up_s`). Prints one JSON line last.
 """
 
 from __future__ import annotations

@@ -155,6 +155,18 @@ class OrderManager:
     def reconcile(self) -> dict[str, int]:
         """Make the journal agree with the broker: order states, unconfirmed placements, missed fills."""
         report = {"orders_updated": 0, "unconfirmed_resolved": 0, "fills_recovered": 0, "foreign_orders": 0}
+        # Held bracket legs first: one released and sent before a machine crash lost its SENT record must be
+        # found at the broker before its entry's fill releases (and sends) it again.
+        # All are looked up and marked sent before any update is applied: applying one releases the others.
+        sent: list[BrokerOrder] = []
+        for order in [o for o in self.orders.values() if o.is_open and o.held_for_parent]:
+            leg = self._lookup(order)[1]
+            if leg is not None:
+                order.state, order.held_for_parent = OrderState.SENT, False
+                self.journal.save_order(order)
+                sent.append(leg)
+        for leg in sent:
+            report["orders_updated"] += int(self.on_update(leg))
         for order in list(self.orders.values()):
             if order.is_open and not order.held_for_parent:
                 answered, found = self._lookup(order)
@@ -210,6 +222,14 @@ class OrderManager:
         if intent.purpose is IntentPurpose.ENTRY and not self._entries_allowed():
             log.warning("entry %s refused: entries are paused", intent.client_order_id)
             self.journal.record_event("entry_refused", {"client_order_id": intent.client_order_id})
+            return None
+        parent_id = intent.parent_client_order_id
+        if parent_id is not None and intent.purpose in PROTECTIVE and parent_id not in self.orders:
+            # Its entry was refused or dropped (entries paused): alone at a broker without contingent orders,
+            # the leg would be an exit order for a position that does not exist.
+            log.warning("bracket leg %s dropped: its entry %s was not submitted", intent.client_order_id, parent_id)
+            self.journal.record_event("leg_dropped", {"client_order_id": intent.client_order_id,
+                                                      "parent_client_order_id": parent_id})
             return None
         order = ManagedOrder(intent=intent, lineage=lineage, broker=self.broker.name)
         parent = self.orders.get(intent.parent_client_order_id or "")
@@ -352,6 +372,11 @@ class OrderManager:
         if order.broker_order_id is None:
             order.broker_order_id = update.broker_order_id
             self._by_broker_id[update.broker_order_id] = order.client_order_id
+        sent_unrecorded = order.state is OrderState.NEW and update.state is not OrderState.NEW
+        if sent_unrecorded:
+            # The broker has it, so it was sent: its SENT record was lost (a crash before the journal wrote or
+            # synced it) or a held leg went out before the restart.
+            order.state, order.held_for_parent = OrderState.SENT, False
         was_unconfirmed = order.unconfirmed
         order.unconfirmed = False
         if update.average_price is not None:
@@ -361,9 +386,15 @@ class OrderManager:
         # clip to the position, a manual modify); never below what filled.
         resized = order.is_open and update.quantity > 0 and max(
             update.filled_quantity, order.filled_quantity) <= update.quantity < order.intent.quantity
+        # A leg a contingent broker sized to its entry's partial fill grows with the entry's later fills, up to
+        # what the entry has filled (the leg's own size at submission).
+        parent = self.orders.get(order.intent.parent_client_order_id or "")
+        resized = resized or (order.is_open and parent is not None and order.intent.purpose in PROTECTIVE
+                              and order.intent.quantity < update.quantity <= parent.filled_quantity)
         if resized:
             order.intent = replace(order.intent, quantity=update.quantity)
-        changed = transition(order, update.state, update.filled_quantity) or was_unconfirmed or resized
+        changed = (transition(order, update.state, update.filled_quantity) or was_unconfirmed or resized
+                   or sent_unrecorded)
         if changed:
             order.status_message = update.status_message or order.status_message
             self.journal.save_order(order)

@@ -113,6 +113,9 @@ class ExecutorService:
         self._verdict_checked_ns = 0
         self.verdict_missing = False
         self._retired_day: date | None = None
+        # Set by the SIGUSR1 handler, acted on by the loop: a handler runs between any two bytecodes (inside a
+        # broker call too), where cancelling would judge an order whose placement is still in flight.
+        self.kill_requested = threading.Event()
         self._last_poll_ns = 0
         self._bad_seen: dict[str, int] = {}
 
@@ -346,6 +349,8 @@ class ExecutorService:
                 trader.scorer.score(features, matrix.close[t])
 
     def check_controls(self) -> None:
+        if self.kill_requested.is_set() and not self.trader.kill_switch:
+            self.engage_kill_switch("signal", "SIGUSR1")
         kill_file = self.settings.kill_switch_path()
         engaged = kill_file.exists()
         if engaged and not self.trader.kill_switch:
@@ -518,7 +523,7 @@ class ExecutorService:
 
         def _kill(signum: int, frame: FrameType | None) -> None:
             del signum, frame
-            self.engage_kill_switch("signal", "SIGUSR1")
+            self.kill_requested.set()  # engaged by `check_controls` at the loop's next pass
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -103,3 +105,28 @@ def test_live_ticks_become_bars_decisions_and_stored_bars_and_a_silent_feed_stop
     assert "OLD-entry" not in kept and "OLD-exit" not in kept
     assert all(service.orders.known(order_id) for order_id in held)  # retired ids are never sent again
     service.close()
+
+
+def test_sigusr1_engages_the_kill_switch_at_the_loops_next_pass_not_inside_the_handler(
+    market: Database, executor_settings: Callable[..., ExecutorSettings]
+) -> None:
+    feed = ScriptedFeed()
+    service = ExecutorService(executor_settings("kill", trading_mode=TradingMode.PAPER), feed=feed)
+    service.start()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        service._install_signals()
+        os.kill(os.getpid(), signal.SIGUSR1)  # delivered here: Python runs the handler before the next line
+        assert service.kill_requested.is_set()
+        assert not service.trader.kill_switch  # the handler only asked; an order in flight is not judged
+        service.live_cycle(int(OPEN.timestamp() * NS))
+        assert service.trader.kill_switch
+        service.journal.flush()
+        with market.transaction() as conn, conn.cursor() as cur:
+            cur.execute("select count(*) from executor_events where kind = 'kill_switch' and actor = 'signal'"
+                        " and detail->>'reason' = 'SIGUSR1'")
+            assert cur.fetchone()[0] == 1  # type: ignore[index]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        service.close()

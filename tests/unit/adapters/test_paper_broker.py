@@ -250,3 +250,22 @@ def test_a_bar_is_on_disk_before_its_fills_are_handed_out(tmp_path: Path, monkey
     assert _bar(broker, 7, 100.0, 200.0) == ["A"]
     assert len(synced) == 1 and '"op": "bar"' in synced[0] and '"bar_at_ns": 7' in synced[0]
     assert '"op": "place"' in synced[0]  # the placements logged before the bar went to disk with it
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_a_bar_shown_again_after_a_restart_is_not_matched_again(tmp_path: Path, checkpointed: bool) -> None:
+    """A restart before the trader recorded bar 2 shows bar 2 again: the order decided at its close must wait
+    for bar 3's open, not fill at bar 2's (from the log, or from the snapshot when the bar was checkpointed)."""
+    state = tmp_path / "paper.json"
+    broker = PaperBroker(KEYS, cash=1_000_000.0, state_path=state)
+    _bar(broker, 1, 100.0, 200.0)
+    _bar(broker, 2, 110.0, 210.0)
+    if checkpointed:
+        broker.checkpoint()
+    broker.place(_market("A", "NSE:INFY", Side.BUY, 10))  # decided at bar 2's close
+    restarted = PaperBroker(KEYS, cash=0.0, state_path=state)
+    assert restarted.last_bar_at_ns == 2
+    assert _bar(restarted, 2, 110.0, 210.0) == [] and _bar(restarted, 1, 100.0, 200.0) == []
+    assert restarted.order_by_client_id("A").state is OrderState.ACKNOWLEDGED  # type: ignore[union-attr]
+    assert _bar(restarted, 3, 120.0, 220.0) == ["A"]
+    assert restarted.fills_today()[0].price == Decimal("120.0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -491,3 +492,69 @@ def test_retire_keeps_orders_decided_after_the_cutoff_and_everything_of_an_open_
     assert manager.retire(decided_before_ns=2) == 3  # bar 2 is not before the cutoff
     assert manager.retire(decided_before_ns=1) == 0
     assert sorted(manager.orders) == ["E2", "S2", "T2"]
+
+
+def _bracket_intents(entry: str = "E") -> list[OrderIntent]:
+    return [_intent(entry), _intent("S", IntentPurpose.STOP_LOSS, entry, OrderType.STOP, Side.SELL),
+            _intent("T", IntentPurpose.TAKE_PROFIT, entry, OrderType.LIMIT, Side.SELL)]
+
+
+def test_legs_of_a_refused_or_dropped_entry_are_never_sent() -> None:
+    broker, journal = ScriptedBroker(), RecordingJournal()
+    manager = OrderManager(broker, journal, entries_allowed=lambda: False)  # e.g. the journal's database is down
+    assert manager.submit_all(_bracket_intents(), LINEAGE) == [None, None, None]
+    dropped = OrderManager(broker, journal)  # the trader dropped the entry itself (entries paused)
+    assert dropped.submit_all(_bracket_intents()[1:], LINEAGE) == [None, None]
+    assert broker.placed == [] and manager.orders == {} and dropped.orders == {}
+    assert journal.events.count("leg_dropped") == 4
+
+
+def test_restart_after_the_sent_record_was_lost_adopts_the_brokers_state() -> None:
+    broker = ScriptedBroker()
+    first = OrderManager(broker, RecordingJournal())
+    first.submit(_intent("E"), LINEAGE, send=False)  # journaled NEW (durable) ...
+    broker.place(_intent("E"))  # ... reached the broker, and the process died before SENT was written
+    journaled = copy.deepcopy(first.orders["E"])
+    assert journaled.state is OrderState.NEW
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt([journaled])
+    assert restarted.reconcile()["orders_updated"] == 1
+    assert restarted.orders["E"].state is OrderState.ACKNOWLEDGED
+    assert [i.client_order_id for i in broker.placed] == ["E"]
+
+
+@pytest.mark.parametrize("entry_fill_durable", [False, True])
+def test_legs_sent_before_a_machine_crash_are_found_not_sent_again(entry_fill_durable: bool) -> None:
+    broker = ScriptedBroker()
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit_all(_bracket_intents(), LINEAGE)
+    durable = {key: copy.deepcopy(order) for key, order in manager.orders.items()}  # the bar's sync
+    manager.on_update(broker.fill("E", 10))  # legs released and placed; their records never reach the disk
+    if entry_fill_durable:
+        durable["E"] = copy.deepcopy(manager.orders["E"])
+    assert [(o.state, o.held_for_parent) for k, o in durable.items() if k != "E"] == [(OrderState.NEW, True)] * 2
+    restarted = OrderManager(broker, RecordingJournal())
+    restarted.adopt(durable.values())
+    restarted.reconcile()
+    assert [i.client_order_id for i in broker.placed] == ["E", "S", "T"]
+    assert {k: o.state for k, o in restarted.orders.items()} == {
+        "E": OrderState.FILLED, "S": OrderState.ACKNOWLEDGED, "T": OrderState.ACKNOWLEDGED}
+    assert not any(o.held_for_parent for o in restarted.orders.values())
+
+
+def test_a_contingent_leg_sized_to_a_partial_entry_grows_with_the_entrys_fills() -> None:
+    broker = ScriptedBroker()
+    broker.supports_contingent_orders = True  # type: ignore[attr-defined]  # legs go out with the entry
+    manager = OrderManager(broker, RecordingJournal())
+    manager.submit_all(_bracket_intents()[:2], LINEAGE)
+    stop = manager.orders["S"]
+    manager.on_update(broker.fill("E", 4))
+    manager.on_update(replace(broker.venue["S"], quantity=4))  # the venue sizes the leg to the entry's fill
+    assert stop.intent.quantity == 4
+    manager.on_update(broker.fill("E", 6))
+    manager.on_update(replace(broker.venue["S"], quantity=10))
+    assert stop.intent.quantity == 10
+    manager.on_update(replace(broker.venue["S"], quantity=12))  # never past what the entry filled
+    assert stop.intent.quantity == 10
+    manager.on_update(broker.fill("S", 10))
+    assert stop.state is OrderState.FILLED and stop.filled_quantity == 10

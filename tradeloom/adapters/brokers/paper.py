@@ -59,6 +59,7 @@ class PaperBroker:
         self._log: TextIO | None = None
         self._logged = 0  # entries in the log since the last snapshot
         self._day: int | None = None  # UTC day of the last matched bar (see `_roll_day`)
+        self.last_bar_at_ns: int | None = None  # the last bar matched: a bar is matched once (see `on_bar`)
         if state_path is not None and state_path.exists():
             self._load(state_path)
             if tuple(keys) != self.sim.keys:
@@ -101,6 +102,7 @@ class PaperBroker:
         if "cost" in data:  # the snapshot's own: fills of earlier days are no longer in it to rebuild from
             self._cost = {key: (int(quantity), Decimal(average)) for key, (quantity, average) in data["cost"].items()}
         self._day = data.get("day")
+        self.last_bar_at_ns = data.get("last_bar_at_ns")
         self._sequence = int(data.get("log_sequence", 0))
         self._replay(path.with_suffix(".log"))
         for client_id in self._intents:
@@ -162,6 +164,7 @@ class PaperBroker:
     def _match(self, bar_at_ns: int, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
                volume: FloatArray) -> list[SimFill]:
         self._roll_day(bar_at_ns)  # here, not in `on_bar`: replaying the log rolls over at the same bar
+        self.last_bar_at_ns = bar_at_ns
         fills = self.sim.on_bar(bar_at_ns, open_, high, low, close, volume)
         for sim in fills:
             self._add_fill(sim.fill)
@@ -196,6 +199,7 @@ class PaperBroker:
         data = {
             "log_sequence": self._sequence,
             "day": self._day,
+            "last_bar_at_ns": self.last_bar_at_ns,
             "cost": {key: [quantity, str(average)] for key, (quantity, average) in self._cost.items()},
             "sim": self.sim.to_dict(),
             "intents": [_intent_to_dict(intent) for intent in self._intents.values()],
@@ -322,6 +326,12 @@ class PaperBroker:
         close: FloatArray,
         volume: FloatArray,
     ) -> list[SimFill]:
+        if self.last_bar_at_ns is not None and bar_at_ns <= self.last_bar_at_ns:
+            # Shown again (a restart before the trader recorded the bar): matching it again would fill orders
+            # decided at its close at its own open.
+            log.warning("paper account: bar %d already matched (last %d); not matched again", bar_at_ns,
+                        self.last_bar_at_ns)
+            return []
         before = {client_id: self.sim.order_state(client_id) for client_id in self._intents}
         self._append_log({"op": "bar", "bar_at_ns": bar_at_ns, "open": open_.tolist(), "high": high.tolist(),
                           "low": low.tolist(), "close": close.tolist(), "volume": volume.tolist()})

@@ -332,7 +332,7 @@ def load_market_data(
     try:
         with conn.cursor() as cur:
             cur.execute(
-                "select exchange, symbol, instrument_id, tick_size, lot_size, timezone, session_close "
+                "select exchange, symbol, instrument_id, tick_size, lot_size, timezone, session_close, session_open "
                 "from instruments where (exchange, symbol) in %s", (tuple(pairs),),
             )
             meta = {f"{row[0]}:{row[1]}": row for row in cur.fetchall()}
@@ -375,7 +375,11 @@ def load_market_data(
             [((datetime.combine(moment.date(), close_time, zone) - (moment + bar)).total_seconds() / 60.0)
              for close_time in closes] for moment in local
         ], dtype=np.float64)
-    bars_per_year = {Timeframe.DAY: 252.0, Timeframe.HOUR: 252.0 * 7, Timeframe.MINUTE: 252.0 * 390}[timeframe]
+    # Minute bars a year from the first instrument's session (NSE 375, NYSE 390), not a fixed 390.
+    opens, closes_at = meta[keys[0]][7], meta[keys[0]][6]
+    session_minutes = (closes_at.hour * 60 + closes_at.minute) - (opens.hour * 60 + opens.minute)
+    bars_per_year = {Timeframe.DAY: 252.0, Timeframe.HOUR: 252.0 * 7,
+                     Timeframe.MINUTE: 252.0 * session_minutes}[timeframe]
     return MarketData(Universe.of(instruments), axis, arrays["open"], arrays["high"], arrays["low"],
                       arrays["close"], arrays["volume"], {}, session_day, minutes_to_close, bars_per_year)
 

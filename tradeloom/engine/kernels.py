@@ -59,15 +59,17 @@ def _compiled(function: _F) -> _F:
 
 @_compiled
 def signal_kernel(probabilities: FloatArray, enter_threshold: float, exit_threshold: float,
-                  min_confidence: float) -> tuple[Int8Array, FloatArray, FloatArray]:
-    """(direction, confidence, margin) from (N, 3) down/flat/up probabilities; NaN counts as 0.
+                  min_confidence: float) -> tuple[Int8Array, Int8Array, FloatArray, FloatArray]:
+    """(direction, exit direction, confidence, margin) from (N, 3) down/flat/up probabilities; NaN counts as 0.
 
     Mirrors: top = max(max(down, flat), up), bottom = min(min(down, flat), up),
-    margin = top - (down + flat + up - top - bottom); up wins on p(up) >= enter and p(up) > p(down),
-    down on p(down) >= exit and p(down) > p(up), either only when margin >= min_confidence.
+    margin = top - (down + flat + up - top - bottom); for entries up wins on p(up) >= enter and p(up) > p(down),
+    down on p(down) >= enter and p(down) > p(up); for exits the same with `exit`; either only when
+    margin >= min_confidence.
     """
     n = probabilities.shape[0]
     direction = np.zeros(n, dtype=np.int8)
+    exit_direction = np.zeros(n, dtype=np.int8)
     confidence = np.empty(n, dtype=np.float64)
     margin = np.empty(n, dtype=np.float64)
     for i in range(n):
@@ -92,19 +94,23 @@ def signal_kernel(probabilities: FloatArray, enter_threshold: float, exit_thresh
         if confident and up >= enter_threshold and up > down:
             direction[i] = 1
             confidence[i] = up
-        elif confident and down >= exit_threshold and down > up:
+        elif confident and down >= enter_threshold and down > up:
             direction[i] = -1
             confidence[i] = down
         else:
             confidence[i] = flat
-    return direction, confidence, margin
+        if confident and up >= exit_threshold and up > down:
+            exit_direction[i] = 1
+        elif confident and down >= exit_threshold and down > up:
+            exit_direction[i] = -1
+    return direction, exit_direction, confidence, margin
 
 
 @_compiled
 def bar_memory_kernel(positions: IntArray, pending: IntArray, last_position: IntArray, bars_since_exit: IntArray,
                       holding_bars: IntArray, stop_price: FloatArray, take_profit_price: FloatArray,
-                      best_close: FloatArray, direction: Int8Array, allow_short: bool, cooldown_bars: int,
-                      max_holding_bars: int) -> tuple[BoolArray, BoolArray, BoolArray, Int8Array]:
+                      best_close: FloatArray, direction: Int8Array, exit_direction: Int8Array, allow_short: bool,
+                      cooldown_bars: int, max_holding_bars: int) -> tuple[BoolArray, BoolArray, BoolArray, Int8Array]:
     """The step's per-instrument bookkeeping at a bar close, in place on the (copied) state arrays, and
     its exit/entry masks: returns (held, opposite, timed, entry side). `max_holding_bars` < 0: none.
 
@@ -130,7 +136,7 @@ def bar_memory_kernel(positions: IntArray, pending: IntArray, last_position: Int
         holding_bars[i] += 1
         wanted = direction[i]
         if is_held:
-            opposite[i] = wanted * position < 0
+            opposite[i] = exit_direction[i] * position < 0
             timed[i] = max_holding_bars >= 0 and holding_bars[i] >= max_holding_bars and not opposite[i]
             continue  # held: no entry
         holding_bars[i] = 0
@@ -331,7 +337,7 @@ def warm_up() -> None:
     signal_kernel(np.full((1, 3), 1.0 / 3.0), 0.5, 0.5, 0.0)
     ones, nan = np.ones(1, dtype=np.int64), np.full(1, np.nan)
     bar_memory_kernel(ones, ones.copy(), ones.copy(), ones.copy(), ones.copy(), nan, nan.copy(), nan.copy(),
-                      np.ones(1, dtype=np.int8), False, 0, -1)
+                      np.ones(1, dtype=np.int8), np.ones(1, dtype=np.int8), False, 0, -1)
     held_levels_kernel(np.ones(1, dtype=np.bool_), ones, np.ones(1), nan.copy(), nan.copy())
     round_trips_kernel(np.zeros(1, dtype=np.int64), ones, ones, np.ones(1), np.ones(1), 1)
     cash_covers_kernel(ones, np.ones(1), ones, 1.0, 1.0)

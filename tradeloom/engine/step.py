@@ -105,7 +105,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, cons
     signal_config = config.signal
     held_now, opposite, timed, candidates = bar_memory_kernel(
         positions, pending, s.last_position, s.bars_since_exit, s.holding_bars, s.stop_price, s.take_profit_price,
-        s.best_close, signals.direction, signal_config.allow_short, signal_config.cooldown_bars,
+        s.best_close, signals.direction, signals.exit_direction, signal_config.allow_short, signal_config.cooldown_bars,
         -1 if signal_config.max_holding_bars is None else signal_config.max_holding_bars)
     flat = ~held_now
     equity = float(mark_to_market_kernel(inputs.cash, positions, close, close))  # close is finite or NaN

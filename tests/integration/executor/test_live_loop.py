@@ -130,3 +130,4 @@ def test_sigusr1_engages_the_kill_switch_at_the_loops_next_pass_not_inside_the_h
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         service.close()
+

@@ -8,7 +8,7 @@ from tradeloom.engine import CostConfig, SignalConfig, SizingConfig, cost_preset
 from tradeloom.engine.config import ExecutionConfig
 from tradeloom.engine.costs import execution_price, fees
 from tradeloom.engine.execution import slice_schedule
-from tradeloom.engine.signals import signals_from_probabilities
+from tradeloom.engine.signals import entry_candidates, exit_wanted, signals_by_numpy, signals_from_probabilities
 from tradeloom.engine.sizing import kelly_fraction, round_to_lot, target_quantity
 from tradeloom.errors import ConfigError
 
@@ -55,6 +55,24 @@ def test_signals_threshold_and_margin_pick_direction() -> None:
     assert signals.direction.tolist() == [1, -1, 0, 0]  # row 3: p_up 0.55 below the 0.6 threshold
     loose = signals_from_probabilities(SignalConfig(enter_threshold=0.5, exit_threshold=0.5), p)
     assert loose.direction.tolist() == [1, -1, 0, 1]
+
+
+def test_enter_and_exit_thresholds_mean_the_same_for_shorts_as_for_longs() -> None:
+    """enter 0.6 / exit 0.4: either side enters at 0.6 and a held position leaves when the opposite class
+    reaches 0.4 (a long on p(down), a short on p(up))."""
+    p = np.array([[0.45, 0.30, 0.25], [0.25, 0.25, 0.50], [0.65, 0.20, 0.15], [0.10, 0.25, 0.65]])
+    signals = signals_from_probabilities(SignalConfig(enter_threshold=0.6, exit_threshold=0.4), p)
+    assert signals.direction.tolist() == [0, 0, -1, 1]
+    assert signals.exit_direction.tolist() == [-1, 1, -1, 1]
+    numpy = signals_by_numpy(SignalConfig(enter_threshold=0.6, exit_threshold=0.4), p)
+    assert numpy.direction.tolist() == [0, 0, -1, 1] and numpy.exit_direction.tolist() == [-1, 1, -1, 1]
+    config = SignalConfig(enter_threshold=0.6, exit_threshold=0.4, allow_short=True)
+    held = np.array([10, -10, 0, 0])
+    opposite, _ = exit_wanted(config, signals, held, np.zeros(4, dtype=np.int64))
+    assert opposite.tolist() == [True, True, False, False]
+    side = entry_candidates(config, signals, np.zeros(4, dtype=np.int64), np.zeros(4, dtype=np.int64),
+                            np.full(4, 99, dtype=np.int64), None)
+    assert side.tolist() == [0, 0, -1, 1]
 
 
 def test_kelly_fraction_even_payoff_capped() -> None:

@@ -51,8 +51,9 @@ def test_signal_kernel_random_probabilities_equals_numpy_expression(seed: int, n
     config = SignalConfig(enter_threshold=enter, exit_threshold=exit_, min_confidence=min_confidence)
     expected = signals_by_numpy(config, p)
     for kernel in (signal_kernel, signal_kernel.python):  # type: ignore[attr-defined]
-        direction, confidence, margin = kernel(p, enter, exit_, min_confidence)
+        direction, exit_direction, confidence, margin = kernel(p, enter, exit_, min_confidence)
         assert_same(direction, expected.direction)
+        assert_same(exit_direction, expected.exit_direction)
         assert_same(confidence, expected.confidence)
         assert_same(margin, expected.margin)
 
@@ -60,7 +61,7 @@ def test_signal_kernel_random_probabilities_equals_numpy_expression(seed: int, n
 def test_signal_kernel_strided_input_equals_numpy_expression() -> None:
     wide = random_probabilities(np.random.default_rng(3), 40).repeat(2, axis=0)[::2]  # a non-contiguous view
     config = SignalConfig(enter_threshold=0.4, exit_threshold=0.45)
-    direction, confidence, _ = signal_kernel(wide, 0.4, 0.45, 0.0)
+    direction, _, confidence, _ = signal_kernel(wide, 0.4, 0.45, 0.0)
     expected = signals_by_numpy(config, wide)
     assert_same(direction, expected.direction)
     assert_same(confidence, expected.confidence)
@@ -81,6 +82,7 @@ def memory_cases(draw: st.DrawFn) -> tuple[dict[str, np.ndarray], SignalConfig]:
         "take_profit_price": np.where(rng.random(n) < 0.5, rng.random(n) * 100, np.nan),
         "best_close": np.where(rng.random(n) < 0.5, rng.random(n) * 100, np.nan),
         "direction": rng.integers(-1, 2, n).astype(np.int8),
+        "exit_direction": rng.integers(-1, 2, n).astype(np.int8),
     }
     config = SignalConfig(allow_short=draw(st.booleans()), cooldown_bars=draw(st.sampled_from([0, 1, 3])),
                           max_holding_bars=draw(st.sampled_from([None, 1, 10, 30])))
@@ -101,7 +103,7 @@ def numpy_memory(a: dict[str, np.ndarray], config: SignalConfig) -> tuple[np.nda
     stop[flat] = np.nan
     target[flat] = np.nan
     best[flat] = np.nan
-    signals = Signals(a["direction"], np.zeros(len(positions)), np.zeros(len(positions)))
+    signals = Signals(a["direction"], np.zeros(len(positions)), np.zeros(len(positions)), a["exit_direction"])
     opposite, timed = exit_wanted(config, signals, positions, holding_bars)
     side = entry_candidates(config, signals, positions, a["pending"], bars_since_exit, None)
     return held, opposite, timed, side, bars_since_exit, holding_bars, stop, target, best
@@ -119,7 +121,7 @@ def test_bar_memory_kernel_random_state_equals_numpy_expression(case: tuple[dict
         last_position = a["last_position"].copy()
         masks = kernel(a["positions"], a["pending"], last_position, state["bars_since_exit"],
                        state["holding_bars"], state["stop_price"], state["take_profit_price"], state["best_close"],
-                       a["direction"], config.allow_short, config.cooldown_bars,
+                       a["direction"], a["exit_direction"], config.allow_short, config.cooldown_bars,
                        -1 if config.max_holding_bars is None else config.max_holding_bars)
         got = (*masks, state["bars_since_exit"], state["holding_bars"], state["stop_price"],
                state["take_profit_price"], state["best_close"])

@@ -19,6 +19,12 @@ class WorkingParent:
     remaining: int
     slices_left: int
     purpose: str
+    # Client order ids of the children sent so far: an exit cancels those still working (a child the
+    # participation cap left unfilled would otherwise keep trading after the position is gone).
+    children: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.children = tuple(self.children)  # a list after a JSON round trip; a tuple is never shared mutably
 
 
 def next_slice(

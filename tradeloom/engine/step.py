@@ -171,6 +171,9 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, cons
         s.stop_order_id[index] = s.take_profit_order_id[index] = s.entry_order_id[index] = None
         s.stop_quantity[index] = 0
         if s.parents:
+            for parent in s.parents:
+                if parent.index == index:
+                    cancels.extend(parent.children)  # children still working stop buying behind the exit
             s.parents = [parent for parent in s.parents if parent.index != index]
         working, held_quantity = int(pending[index]), int(positions[index])
         # An exit already in flight: pending works against the position (sign(pending) == -sign(position)).
@@ -309,6 +312,7 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, cons
 
     # -- working parents (TWAP / VWAP): one child per bar ------------------------------------------------
     profile = features.get("volume_share")
+    sent_now: set[str] = set()
     for parent in s.parents:
         share = float(profile[parent.index]) if profile is not None else None
         child = next_slice(config.execution, parent, lot_size=int(universe.lot_size[parent.index]),
@@ -317,13 +321,18 @@ def step(config: EngineConfig, state: EngineState, inputs: EngineInputs, *, cons
         if child == 0:
             continue
         key = keys[parent.index]
+        child_id = client_order_id(config.strategy, key, bar, IntentPurpose(parent.purpose), 1)
         intents.append(OrderIntent(
-            client_order_id(config.strategy, key, bar, IntentPurpose(parent.purpose), 1), key,
-            Side(parent.side), child, OrderType.MARKET, IntentPurpose(parent.purpose), product=config.product,
-            parent_client_order_id=None,
+            child_id, key, Side(parent.side), child, OrderType.MARKET, IntentPurpose(parent.purpose),
+            product=config.product, parent_client_order_id=None,
         ))
         parent.remaining -= child
-    s.parents = [parent for parent in s.parents if parent.remaining > 0]
+        parent.children = (*parent.children, child_id)
+        sent_now.add(parent.parent_id)
+    # A parent fully sliced stays (with nothing left to send) while its children may still work: this bar's
+    # child, or earlier ones the broker still holds on its side, so that an exit can cancel them.
+    s.parents = [parent for parent in s.parents if parent.remaining > 0 or parent.parent_id in sent_now
+                 or pending[parent.index] * parent.side > 0]
 
     record = DecisionRecord(bar, equity, signals.direction, signals.confidence, proposed, entry_quantity,
                             exit_quantity, tuple(events))

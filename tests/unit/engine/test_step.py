@@ -161,3 +161,39 @@ def test_step_twap_entry_slices_over_bars() -> None:
         sizes += [i.quantity for i in later.intents if i.purpose is IntentPurpose.ENTRY]
         state = later.state
     assert sizes == [25, 25, 25, 25]
+
+
+def test_an_exit_cancels_twap_children_the_participation_cap_left_working() -> None:
+    """Children a capped broker fills 20 a bar must not keep buying after the exit is decided (bar 2)."""
+    from pipelines.backtest import MarketData, run_backtest
+    from tradeloom.engine import BrokerConfig, ExecutionConfig
+
+    config = EngineConfig(signal=SignalConfig(enter_threshold=0.5, exit_threshold=0.5),
+                          stops=StopConfig(stop_loss_pct=None),
+                          sizing=SizingConfig(method="fixed_quantity", quantity=300),
+                          execution=ExecutionConfig(algo="twap", slices=3))
+    price = np.full((10, 1), 100.0)
+    data = MarketData(Universe.simple(["X:A"]), np.arange(10, dtype=np.int64) * 86_400 * 10**9, price, price, price,
+                      price, np.full((10, 1), 200.0))
+    direction = np.array([1, 0] + [-1] * 8, dtype=np.int8)
+    result = run_backtest(data, one_hot(direction).reshape(10, 1, 3), engine_config=config,
+                          broker_config=BrokerConfig(participation_cap=0.1), keep_records=True)
+    held = result.positions[:, 0].tolist()
+    assert max(held[2:]) == held[2] == 40  # nothing bought after the exit decision
+    assert held[-1] == 0
+    exit_bar = next(t for t, record in enumerate(result.records) if record.exit_quantity.any())
+    assert exit_bar == 2
+    assert all(fill.purpose is not IntentPurpose.ENTRY for fill in result.fills if fill.filled_at_ns > 2 * 86_400 * 10**9)
+
+
+def test_a_sliced_parent_keeps_its_children_through_a_state_round_trip() -> None:
+    from tradeloom.engine import ExecutionConfig
+
+    config = CONFIG.model_copy(update={"execution": ExecutionConfig(algo="twap", slices=2)})
+    first = step(config, EngineState.initial(N, 100_000.0), inputs([100.0, 50.0, 20.0], [1, 0, 0]))
+    child = next(i.client_order_id for i in first.intents if i.purpose is IntentPurpose.ENTRY)
+    restored = EngineState.from_dict(first.state.to_dict())
+    assert restored.parents[0].children == (child,)
+    exit_now = inputs([100.0, 50.0, 20.0], [-1, 0, 0], positions=[25, 0, 0], bar=2)
+    assert child in step(config, restored, exit_now).cancels
+    assert first.state.parents[0].children == (child,)  # the step left its input state alone

@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
+from tradeloom.adapters.store import load_splits
 from tradeloom.collection import collect_at_safe_points
+from tradeloom.corporate import back_adjust
 from tradeloom.domain import Side, Timeframe
 from tradeloom.engine import (
     BrokerConfig,
@@ -319,8 +321,11 @@ def walk_forward(
 
 def load_market_data(
     db: Any, keys: Sequence[str], timeframe: Timeframe, start: datetime | None = None, end: datetime | None = None,
+    *, adjust_splits: bool = True,
 ) -> MarketData:
-    """Bars of `keys` from `bars_<timeframe>` joined to `instruments`, pivoted onto one time axis."""
+    """Bars of `keys` from `bars_<timeframe>` joined to `instruments`, pivoted onto one time axis; with
+    `adjust_splits`, bars before each split in `corporate_actions` are back-adjusted (prices divided, volume
+    multiplied by the ratio: a 2-for-1 split is not a 50% gap). Dividends are not applied."""
     from decimal import Decimal
 
     from tradeloom.domain import Instrument
@@ -348,6 +353,7 @@ def load_market_data(
                 (ids, start, start, end, end),
             )
             rows = cur.fetchall()
+        splits = load_splits(conn, ids) if adjust_splits else {}
     finally:
         conn.close()
     if not rows:
@@ -362,6 +368,12 @@ def load_market_data(
     arrays = {name: np.full(shape, np.nan) for name in ("open", "high", "low", "close", "volume")}
     for offset, name in enumerate(("open", "high", "low", "close", "volume"), start=2):
         arrays[name][position, cols] = np.array([row[offset] for row in rows], dtype=np.float64)
+    for instrument_id, actions in splits.items():
+        i = column[instrument_id]
+        prices = np.stack([arrays[name][:, i] for name in ("open", "high", "low", "close")], axis=1)
+        prices, arrays["volume"][:, i] = back_adjust(axis, prices, arrays["volume"][:, i], actions)
+        for j, name in enumerate(("open", "high", "low", "close")):
+            arrays[name][:, i] = prices[:, j]
     instruments = [Instrument(exchange=meta[k][0], symbol=meta[k][1], tick_size=Decimal(str(meta[k][3])),
                               lot_size=int(meta[k][4])) for k in keys]
     zone = ZoneInfo(meta[keys[0]][5])

@@ -19,6 +19,7 @@ from tradeloom.adapters.store import (
     translate_db_error,
     upsert_instruments,
     write_bars,
+    write_splits,
 )
 from tradeloom.errors import TradeloomError
 from tradeloom.quality import key_codes, row_problems
@@ -72,6 +73,9 @@ def ingest(
                     conn, timeframe=batch.timeframe, source=batch.source, bars=good, ids=ids,
                     quarantine_rows=quarantine_rows, rows_received=len(bars), progress=progress,
                 )
+                if batch.splits:  # with the bars or not at all
+                    split_ids = instrument_ids(conn, {key for key, _, _ in batch.splits})
+                    write_splits(conn, split_ids, batch.splits, batch.source)
         except psycopg2.Error as error:
             failure = translate_db_error(error, f"ingest of {batch.source} into {batch.timeframe.table} failed")
             _record_failure(db, batch, str(failure))

@@ -11,6 +11,8 @@ import numpy as np
 import numpy.typing as npt
 
 from pipelines.train import TrainingData
+from tradeloom.adapters.store import load_splits
+from tradeloom.corporate import back_adjust
 from tradeloom.errors import DataQualityError
 from tradeloom.models.config import TrainConfig
 from tradeloom.models.labels import UNKNOWN, direction_labels
@@ -102,12 +104,16 @@ def _bars(db: Any, instrument_id: int, timeframe: str) -> dict[str, Any]:
             (instrument_id,),
         )
         rows = cur.fetchall()
+        splits = load_splits(conn, [instrument_id]).get(instrument_id, [])
     if not rows:
         raise DataQualityError(f"no {timeframe} bars for instrument_id {instrument_id}: ingest them first")
     columns = np.array(rows, dtype=np.float64)
-    return {"bar_at": np.array([row[0] for row in rows], dtype=np.int64) * 1000, "open": columns[:, 1],
-            "high": columns[:, 2], "low": columns[:, 3], "close": columns[:, 4], "volume": columns[:, 5],
-            "ingest_batch_ids": sorted({int(row[6]) for row in rows if row[6] != -1})}
+    bar_at = np.array([row[0] for row in rows], dtype=np.int64) * 1000
+    # Back-adjusted for splits, as the feature marts are (int_bars_adjusted): features, labels and the
+    # backtest of the trained model see one price series.
+    prices, volume = back_adjust(bar_at, columns[:, 1:5], columns[:, 5], splits)
+    return {"bar_at": bar_at, "open": prices[:, 0], "high": prices[:, 1], "low": prices[:, 2], "close": prices[:, 3],
+            "volume": volume, "ingest_batch_ids": sorted({int(row[6]) for row in rows if row[6] != -1})}
 
 
 def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: dict[str, Any],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,28 @@ pytestmark = pytest.mark.db
 def bundled_db(database: Database) -> Database:
     from pipelines.ingest import ingest
 
-    with database.transaction(database.settings.owner_role) as conn, conn.cursor() as cur:
-        cur.execute("select count(*) from bars_1d b join instruments i using (instrument_id) "
-                    "where i.symbol = 'IBM'")
-        present = cur.fetchone()[0]
-    if not present:
-        for batch in bundled_batches():
-            if batch.timeframe is Timeframe.DAY and "bokeh" in batch.source:
-                ingest(batch, database, register_instruments=True)
+    for batch in bundled_batches():  # idempotent: bars already there are left alone, the splits recorded
+        if batch.timeframe is Timeframe.DAY and "bokeh" in batch.source:
+            ingest(batch, database, register_instruments=True)
     return database
+
+
+def test_splits_of_the_bundled_file_are_recorded_and_the_backtest_sees_no_split_gap(bundled_db: Database) -> None:
+    with bundled_db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select i.symbol, (c.ex_at at time zone 'UTC')::date, c.split_ratio from corporate_actions c"
+                    " join instruments i using (instrument_id) where c.action = 'split' order by 2")
+        recorded = cur.fetchall()
+    assert recorded == [("AAPL", date(2000, 6, 21), 2.0), ("MSFT", date(2003, 2, 18), 2.0),
+                        ("AAPL", date(2005, 2, 28), 2.0)]
+    window = (datetime(2005, 2, 20, tzinfo=UTC), datetime(2005, 3, 5, tzinfo=UTC))
+    raw = load_market_data(bundled_db, ["NASDAQ:AAPL"], Timeframe.DAY, *window, adjust_splits=False)
+    adjusted = load_market_data(bundled_db, ["NASDAQ:AAPL"], Timeframe.DAY, *window)
+    ex = int(np.searchsorted(raw.bar_at_ns, int(datetime(2005, 2, 28, tzinfo=UTC).timestamp()) * 10**9))
+    assert raw.close[ex - 1, 0] / raw.close[ex, 0] > 1.9  # as traded: the split looks like a crash
+    assert abs(adjusted.close[ex - 1, 0] / adjusted.close[ex, 0] - 1.0) < 0.05
+    np.testing.assert_allclose(adjusted.close[ex:], raw.close[ex:])
+    np.testing.assert_allclose(adjusted.open[:ex], raw.open[:ex] / 2.0)
+    np.testing.assert_allclose(adjusted.volume[:ex], raw.volume[:ex] * 2.0)
 
 
 def test_load_market_data_bundled_daily_pivots_four_instruments(bundled_db: Database) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.resources
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import polars as pl
 
+from tradeloom.corporate import splits_from_adjusted_close
 from tradeloom.domain import Instrument, Segment, Timeframe
 from tradeloom.errors import InputError
 from tradeloom.quality import NAT, BarColumns
@@ -32,6 +33,8 @@ class SourceBatch:
     bars: BarColumns
     raw: pl.DataFrame | None = None
     instruments: tuple[Instrument, ...] = field(default_factory=tuple)
+    # (instrument key, ex-date ns, new shares per old share): recorded in corporate_actions with the bars.
+    splits: tuple[tuple[str, int, float], ...] = ()
 
     def raw_row(self, index: int) -> dict[str, object]:
         """The row as it arrived, JSON-safe (non-finite numbers become strings)."""
@@ -284,13 +287,21 @@ def bundled_batches() -> Iterator[SourceBatch]:
     stocks = stocks.filter(pl.col("Ticker").is_in(list(exchange))).with_columns(
         pl.col("Ticker").replace_strict(exchange).alias("Exchange")
     ).with_columns((pl.col("Exchange") + ":" + pl.col("Ticker")).alias("instrument"))
-    yield frame_to_batch(
+    batch = frame_to_batch(
         stocks, source="bundled:bokeh_sampledata", timeframe=Timeframe.DAY,
         columns={"bar_at": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
                  "volume": "Volume"},
         instrument_key=None, symbol_column="instrument", timezone="UTC", timestamp_format="%Y-%m-%d",
         instruments=tuple(by_key[f"{exchange[ticker]}:{ticker}"] for ticker in exchange),
     )
+    # The file's prices are as traded (AAPL halves at its 2005 split); its adjusted close tells the splits.
+    splits: list[tuple[str, int, float]] = []
+    for (key,), rows in stocks.sort("Date").group_by(["instrument"], maintain_order=True):
+        stamps = rows["Date"].str.to_datetime("%Y-%m-%d", time_zone="UTC").dt.epoch("ns").to_numpy()
+        found = splits_from_adjusted_close(stamps.astype(np.int64), rows["Close"].cast(pl.Float64).to_numpy(),
+                                           rows["Adj Close"].cast(pl.Float64).to_numpy())
+        splits += [(str(key), ex_at_ns, ratio) for ex_at_ns, ratio in found]
+    yield replace(batch, splits=tuple(splits))
 
 
 def synthetic_batch(instruments: int, days: int, seed: int) -> SourceBatch:

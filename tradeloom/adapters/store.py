@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -226,6 +226,35 @@ class BarMatrix:
     close: npt.NDArray[np.float64]
     volume: npt.NDArray[np.float64]
     ingest_batches: tuple[int, ...] = ()
+
+
+def write_splits(conn: Connection, ids: Mapping[str, int], splits: Iterable[tuple[str, int, float]],
+                 source: str) -> int:
+    """Upsert (instrument key, ex-date ns, ratio) splits into corporate_actions; returns how many were written."""
+    rows = [(ids[key], ex_at_ns / 1e9, ratio, source) for key, ex_at_ns, ratio in splits]
+    with conn.cursor() as cur:
+        for row in rows:
+            cur.execute(
+                "insert into corporate_actions (instrument_id, ex_at, action, split_ratio, source)"
+                " values (%s, to_timestamp(%s), 'split', %s, %s) on conflict (instrument_id, ex_at, action)"
+                " do update set split_ratio = excluded.split_ratio, source = excluded.source",
+                row,
+            )
+    return len(rows)
+
+
+def load_splits(conn: Connection, instrument_ids: Sequence[int]) -> dict[int, list[tuple[int, float]]]:
+    """Splits by instrument id as (ex-date ns, ratio), oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select instrument_id, (extract(epoch from ex_at) * 1e6)::bigint * 1000, split_ratio"
+            " from corporate_actions where action = 'split' and instrument_id = any(%s) order by ex_at",
+            (list(instrument_ids),),
+        )
+        found: dict[int, list[tuple[int, float]]] = {}
+        for instrument_id, ex_at_ns, ratio in cur.fetchall():
+            found.setdefault(int(instrument_id), []).append((int(ex_at_ns), float(ratio)))
+    return found
 
 
 def load_bar_matrix(

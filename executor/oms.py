@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from tradeloom.broker import Broker, BrokerOrder, PlacementUnconfirmed
 from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
-from tradeloom.errors import InvariantViolation, OrderRejectedError, TransientBrokerError
+from tradeloom.errors import InputError, InvariantViolation, OrderRejectedError, TransientBrokerError
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 RANK = {
     OrderState.NEW: 0, OrderState.SENT: 1, OrderState.ACKNOWLEDGED: 2, OrderState.PARTIALLY_FILLED: 3,
@@ -552,32 +553,41 @@ class OrderManager:
 
 
 def order_from_row(row: dict[str, object]) -> ManagedOrder:
-    """Rebuild a ManagedOrder from a journal row (see executor/journal.py)."""
+    """Rebuild a ManagedOrder from a journal row (see executor/journal.py); a bad field raises InputError
+    naming the order, the field and its value."""
+    client_id = row.get("client_order_id")
 
-    def decimal(name: str) -> Decimal | None:
+    def need(name: str, convert: Callable[[str], _T]) -> _T:
         value = row.get(name)
-        return None if value is None else Decimal(str(value))
+        if value is None:
+            raise InputError(f"journal order {client_id!r}: field {name!r} is missing or null")
+        try:
+            return convert(str(value))
+        except (ValueError, ArithmeticError) as error:
+            raise InputError(f"journal order {client_id!r}: field {name!r} = {value!r} is not valid "
+                             f"({error})") from error
+
+    def maybe(name: str, convert: Callable[[str], _T]) -> _T | None:
+        return None if row.get(name) is None else need(name, convert)
 
     intent = OrderIntent(
-        client_order_id=str(row["client_order_id"]), instrument_key=str(row["instrument_key"]),
-        side=Side(int(str(row["side"]))), quantity=int(str(row["quantity"])),
-        order_type=OrderType(str(row["order_type"])), purpose=IntentPurpose(str(row["purpose"])),
-        limit_price=decimal("limit_price"), stop_price=decimal("stop_price"), product=ProductType(str(row["product"])),
-        parent_client_order_id=None if row.get("parent_client_order_id") is None
-        else str(row["parent_client_order_id"]),
+        client_order_id=need("client_order_id", str), instrument_key=need("instrument_key", str),
+        side=need("side", lambda text: Side(int(text))), quantity=need("quantity", int),
+        order_type=need("order_type", OrderType), purpose=need("purpose", IntentPurpose),
+        limit_price=maybe("limit_price", Decimal), stop_price=maybe("stop_price", Decimal),
+        product=need("product", ProductType),
+        parent_client_order_id=maybe("parent_client_order_id", str),
     )
     lineage = Lineage(
-        strategy=str(row["strategy"]), mode=str(row["mode"]),
-        bar_at_ns=None if row.get("bar_at_ns") is None else int(str(row["bar_at_ns"])),
-        model_name=None if row.get("model_name") is None else str(row["model_name"]),
-        model_version=None if row.get("model_version") is None else str(row["model_version"]),
-        feature_snapshot_hash=None if row.get("feature_snapshot_hash") is None
-        else str(row["feature_snapshot_hash"]),
+        strategy=need("strategy", str), mode=need("mode", str), bar_at_ns=maybe("bar_at_ns", int),
+        model_name=maybe("model_name", str), model_version=maybe("model_version", str),
+        feature_snapshot_hash=maybe("feature_snapshot_hash", str),
     )
     return ManagedOrder(
-        intent=intent, lineage=lineage, broker=str(row["broker"]), state=OrderState(str(row["state"])),
-        broker_order_id=None if row.get("broker_order_id") is None else str(row["broker_order_id"]),
-        filled_quantity=int(str(row.get("filled_quantity") or 0)), average_price=decimal("average_price"),
+        intent=intent, lineage=lineage, broker=need("broker", str), state=need("state", OrderState),
+        broker_order_id=maybe("broker_order_id", str),
+        filled_quantity=maybe("filled_quantity", int) or 0,
+        average_price=maybe("average_price", Decimal),
         status_message=str(row.get("status_message") or ""), unconfirmed=bool(row.get("unconfirmed", False)),
         held_for_parent=bool(row.get("held_for_parent", False)),
     )

@@ -11,7 +11,7 @@ import pytest
 from executor.oms import Lineage, ManagedOrder, OrderManager, transition
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, PlacementUnconfirmed
 from tradeloom.domain import Fill, IntentPurpose, OrderIntent, OrderState, OrderType, ProductType, Side
-from tradeloom.errors import InvariantViolation, OrderRejectedError, TransientBrokerError
+from tradeloom.errors import InputError, InvariantViolation, OrderRejectedError, TransientBrokerError
 
 LINEAGE = Lineage("s", "paper", 1)
 
@@ -558,3 +558,16 @@ def test_a_contingent_leg_sized_to_a_partial_entry_grows_with_the_entrys_fills()
     assert stop.intent.quantity == 10
     manager.on_update(broker.fill("S", 10))
     assert stop.state is OrderState.FILLED and stop.filled_quantity == 10
+
+
+@pytest.mark.parametrize(("name", "bad"), [("side", "2"), ("state", "open"), ("quantity", "ten"),
+                                           ("limit_price", "x"), ("product", None)])
+def test_a_bad_journal_row_names_the_order_the_field_and_the_value(name: str, bad: str | None) -> None:
+    from executor.journal import order_record
+    from executor.oms import order_from_row
+
+    row = order_record(ManagedOrder(_intent("A"), LINEAGE, "paper"))
+    assert order_from_row(row).intent == _intent("A")  # the good row round-trips
+    with pytest.raises(InputError, match=f"journal order 'A': field '{name}'") as caught:
+        order_from_row({**row, name: bad})
+    assert bad is None or repr(bad) in str(caught.value)

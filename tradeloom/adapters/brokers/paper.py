@@ -272,8 +272,10 @@ class PaperBroker:
     ) -> BrokerOrder:
         """Only a lower quantity (what `fit_protection` asks for); prices and types: cancel and place anew."""
         if quantity is None or (limit_price, stop_price, order_type) != (None, None, None):
-            raise OrderRejectedError("the paper broker modifies only an order's quantity (down): cancel and place "
-                                     "a new one to change its price or type")
+            raise OrderRejectedError(
+                f"modify {broker_order_id!r}: the paper broker modifies only an order's quantity (down), got "
+                f"quantity={quantity!r}, limit_price={limit_price!r}, stop_price={stop_price!r}, "
+                f"order_type={order_type!r}: cancel and place a new one to change its price or type")
         client_id = broker_order_id.removeprefix("P-")
         if client_id not in self._intents:
             raise OrderRejectedError(f"modify: no paper order {broker_order_id!r}")

@@ -116,8 +116,12 @@ def run_backtest(
     cash: float = 100_000.0,
     keep_records: bool = False,
     observer: Callable[[int, SimulatedBroker, StepResult], None] | None = None,
+    liquidate_at_end: bool = False,
 ) -> BacktestResult:
     """Step the engine over every bar close; the simulated broker fills its orders on the following bars.
+
+    `liquidate_at_end` closes what is still held at the last bar's close, paying the exit's spread, slippage
+    and fees, and counts those round trips (walk-forward folds: each starts flat, so each is judged flat).
 
     `probabilities` is (T, N, 3) ordered down/flat/up, row t known at bar t's close. Deterministic: no
     randomness is used (the Monte Carlo takes its own seeded generator).
@@ -173,6 +177,13 @@ def run_backtest(
                 records.append(result.record)
                 intents_by_bar.append([intent.client_order_id for intent in result.intents])
             collector.safe_point()
+        if liquidate_at_end and n_bars:
+            closing = broker.liquidate(bar_ats[-1], np.where(np.isfinite(data.close[-1]), data.close[-1],
+                                                             state.last_close))
+            for sim in closing:
+                traded_notional += sim.quantity * sim.price
+            fills.extend(closing)
+            equity[-1] = broker.equity(data.close[-1], state.last_close)
         trades = trades_from_fills(fills, keys)  # one object per round trip: also without the collector
     exposure = float(np.mean(np.any(positions != 0, axis=1))) if n_bars else 0.0
     metrics = compute_metrics(equity, trades, bars_per_year=data.bars_per_year, exposure=exposure,
@@ -285,7 +296,8 @@ def walk_forward(
     seed: int = 0,
     bootstrap_paths: int = 2_000,
 ) -> WalkForwardReport:
-    """Backtest each test window of `tradeloom.walkforward.walk_forward_splits` from flat with fresh cash.
+    """Backtest each test window of `tradeloom.walkforward.walk_forward_splits` from flat with fresh cash,
+    closing what is held at the window's last close (with the exit's costs).
 
     `probabilities_for_fold(fold)` returns (len(fold.test), N, 3): a model trains on `fold.train` and
     scores `fold.test`; a baseline just slices its causal signal.
@@ -298,7 +310,7 @@ def walk_forward(
     for fold in folds:
         window = data.window(fold.test)
         result = run_backtest(window, probabilities_for_fold(fold), engine_config=engine_config,
-                              broker_config=broker_config, cash=cash)
+                              broker_config=broker_config, cash=cash, liquidate_at_end=True)
         results.append(FoldResult(fold.number, int(window.bar_at_ns[0]), int(window.bar_at_ns[-1]), result))
         chained.append(result.equity / cash * level)
         level = float(chained[-1][-1])

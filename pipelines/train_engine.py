@@ -75,7 +75,7 @@ def backtest_folds(market: MarketData, folds: Sequence[TrainingFold], fold_proba
     for fold, probabilities in zip(folds, fold_probabilities, strict=True):
         window = market.window(fold.test)
         result = run_backtest(window, probabilities.reshape(len(window), 1, 3), engine_config=engine,
-                              broker_config=broker, cash=cash)
+                              broker_config=broker, cash=cash, liquidate_at_end=True)
         metrics = TradingMetrics.from_engine(result.metrics)
         fold_metrics.append(metrics)
         chained.append(result.equity / cash * level)

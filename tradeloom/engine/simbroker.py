@@ -237,6 +237,30 @@ class SimulatedBroker:
             self._finish(order, OrderState.FILLED)
         return True
 
+    def liquidate(self, bar_at_ns: int, price: FloatArray, label: str = "end") -> list[SimFill]:
+        """Cancel every working order and close every position at `price` as a market order would (spread,
+        slippage and fees paid; no participation cap): a backtest window's end, so that its return and its
+        trades are net of the exit it would need. Instruments without a finite price stay as they are."""
+        for order in self.open_orders():
+            self.cancel(order.client_id)
+        fills: list[SimFill] = []
+        costs = self.config.costs
+        for i in np.flatnonzero(self.positions).tolist():
+            reference = float(price[i])
+            if not math.isfinite(reference):
+                continue
+            held = int(self.positions[i])
+            side = Side.SELL if held > 0 else Side.BUY
+            intent = OrderIntent(f"LIQ-{label}-{self.keys[i]}-{bar_at_ns}", self.keys[i], side, abs(held),
+                                 OrderType.MARKET, IntentPurpose.EXIT)
+            order = SimOrder(intent, i, self._sequence, quantity=abs(held))
+            self._sequence += 1
+            self._add(order)
+            fill_price = execution_price(costs, side, reference, 0.0)
+            fills.append(self._fill(order, abs(held), fill_price, fee_total(costs, side, abs(held), fill_price),
+                                    bar_at_ns))
+        return fills
+
     def forget(self, client_order_ids: Sequence[str]) -> None:
         """Drop finished orders from memory (the paper account's day rollover); working ones are kept."""
         for client_id in client_order_ids:

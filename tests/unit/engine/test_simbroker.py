@@ -122,3 +122,41 @@ def test_to_dict_from_dict_round_trip_continues_identically() -> None:
         assert [(f.fill.client_order_id, f.price, f.fill.quantity) for f in fa] == \
             [(f.fill.client_order_id, f.price, f.fill.quantity) for f in fb]
     assert a.cash == b.cash and a.positions.tolist() == b.positions.tolist()
+
+
+def test_liquidate_closes_at_the_price_paying_the_exit_and_cancels_working_orders() -> None:
+    b = broker(costs=CostConfig(commission_rate=0.001, spread_bps=10.0))
+    b.submit(intent("e", Side.BUY, 10))
+    b.on_bar(1, *bar(100.0, 101.0, 99.0, 100.0))
+    b.submit(intent("s", Side.SELL, 10, OrderType.STOP, IntentPurpose.STOP_LOSS, stop="90"))
+    cash_before = b.cash
+    (fill,) = b.liquidate(2, np.array([110.0]))
+    assert fill.side is Side.SELL and fill.quantity == 10 and fill.purpose is IntentPurpose.EXIT
+    assert fill.price == pytest.approx(110.0 * (1 - 5.0 / 10_000))  # half the spread, adverse
+    assert b.cash == pytest.approx(cash_before + 10 * fill.price - fill.fees) and fill.fees > 0
+    assert b.positions.tolist() == [0] and b.open_orders() == []
+    assert b.order_state("s") is OrderState.CANCELLED
+    assert b.liquidate(3, np.array([111.0])) == []  # nothing left to close
+
+
+def test_a_walk_forward_fold_ends_flat_net_of_its_exit_and_counts_the_round_trip() -> None:
+    from pipelines.backtest import MarketData, run_backtest
+    from tradeloom.engine import EngineConfig, SignalConfig, SizingConfig, StopConfig, Universe
+    from tradeloom.engine.baselines import one_hot
+
+    price = np.linspace(100.0, 110.0, 6).reshape(6, 1)
+    data = MarketData(Universe.simple(["X:A"]), np.arange(6, dtype=np.int64) * 86_400 * 10**9, price, price, price,
+                      price, np.full((6, 1), 1e6))
+    probabilities = one_hot(np.ones(6, dtype=np.int8)).reshape(6, 1, 3)  # buy and hold
+    config = EngineConfig(signal=SignalConfig(enter_threshold=0.5, exit_threshold=0.5),
+                          stops=StopConfig(stop_loss_pct=None),
+                          sizing=SizingConfig(method="fixed_quantity", quantity=10))
+    costs = BrokerConfig(costs=CostConfig(commission_rate=0.001))
+    held = run_backtest(data, probabilities, engine_config=config, broker_config=costs)
+    closed = run_backtest(data, probabilities, engine_config=config, broker_config=costs, liquidate_at_end=True)
+    assert held.metrics.trades == 0 and closed.metrics.trades == 1
+    exit_fee = 10 * 110.0 * 0.001
+    assert closed.equity[-1] == pytest.approx(held.equity[-1] - exit_fee)
+    np.testing.assert_array_equal(closed.equity[:-1], held.equity[:-1])
+    assert closed.metrics.costs_paid == pytest.approx(held.metrics.costs_paid + exit_fee)
+    assert closed.trades[0].exit_price == pytest.approx(110.0)

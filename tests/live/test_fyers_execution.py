@@ -178,3 +178,14 @@ def test_fyers_order_socket_updates_deduplicated_and_ordered(
         assert fyers._stream.updates.dropped == 3  # two duplicates and one stale partial fill
     finally:
         fyers.stop_stream()
+
+
+@pytest.mark.parametrize("fault", [Fault.HTTP_503, Fault.HTTP_429])
+def test_fyers_modify_lost_and_not_applied_is_an_error_not_a_success(
+    fyers: FyersBroker, fyers_server: FakeFyersServer, intent: IntentFactory, fault: Fault
+) -> None:
+    placed = fyers.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("1500")))
+    fyers_server.faults.arm("modify", fault)
+    with pytest.raises(TransientBrokerError, match="not applied"):
+        fyers.modify(placed.broker_order_id, quantity=1)
+    assert fyers.order(placed.broker_order_id).quantity == placed.quantity  # and the order is as it was

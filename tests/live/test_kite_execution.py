@@ -164,10 +164,13 @@ def test_kite_modify_transient_fault_returns_venue_view(
 ) -> None:
     placed = kite.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("900")))
     kite_server.faults.arm("modify", fault)
-    seen = kite.modify(placed.broker_order_id, limit_price=Decimal("905"))
-    applied = fault is Fault.DROP_CONNECTION
-    assert seen.limit_price == (Decimal("905") if applied else Decimal("900"))
-    assert seen.state is OrderState.ACKNOWLEDGED
+    if fault is Fault.DROP_CONNECTION:  # the venue applied it before the connection dropped: the order shows it
+        seen = kite.modify(placed.broker_order_id, limit_price=Decimal("905"))
+        assert seen.limit_price == Decimal("905") and seen.state is OrderState.ACKNOWLEDGED
+        return
+    with pytest.raises(TransientBrokerError, match=r"not applied .*limit_price Decimal\('900(\.0)?'\)"):
+        kite.modify(placed.broker_order_id, limit_price=Decimal("905"))  # not applied: never reported as done
+    assert kite.order(placed.broker_order_id).limit_price == Decimal("900")
 
 
 def test_kite_read_transient_faults_retried_then_bounded(kite: KiteBroker, kite_server: FakeKiteServer) -> None:
@@ -308,4 +311,40 @@ def test_kite_partly_filled_target_resizes_the_stop_through_the_sdk_so_the_stop_
     manager.poll()
     assert manager.orders[stop.client_order_id].state is OrderState.FILLED
     assert manager.orders[target.client_order_id].state is OrderState.CANCELLED  # OCO
+    assert sum(p.quantity for p in kite.positions()) == 0
+
+
+@pytest.mark.parametrize("fault", [Fault.HTTP_503, Fault.HTTP_429])
+def test_kite_stop_resize_that_failed_is_retried_at_the_next_check_and_never_flips_the_position(
+    kite: KiteBroker, kite_server: FakeKiteServer, fault: Fault
+) -> None:
+    """As above, but the first modify of the stop fails and is not applied: the order manager must not take the
+    stop as cut; the next check (the trader's bar close) cuts it, and the stop's fill leaves the account flat."""
+    journal = _Journal()
+    manager = OrderManager(kite, journal)
+
+    def leg(purpose: IntentPurpose, order_type: OrderType, **price: Decimal) -> OrderIntent:
+        return OrderIntent(client_order_id("brk", "NSE:INFY", 1, purpose), "NSE:INFY", Side.SELL, 10, order_type,
+                           purpose, product=ProductType.INTRADAY, parent_client_order_id=entry.client_order_id,
+                           **price)  # type: ignore[arg-type]
+
+    entry = OrderIntent(client_order_id("brk", "NSE:INFY", 1, IntentPurpose.ENTRY), "NSE:INFY", Side.BUY, 10,
+                        OrderType.MARKET, IntentPurpose.ENTRY, product=ProductType.INTRADAY)
+    stop = leg(IntentPurpose.STOP_LOSS, OrderType.STOP, stop_price=Decimal("990"))
+    target = leg(IntentPurpose.TAKE_PROFIT, OrderType.LIMIT, limit_price=Decimal("1000"))
+    manager.submit_all([entry, stop, target], Lineage("brk", "live", 1))
+    kite_server.faults.arm("place", Fault.PARTIAL_FILL, times=2)
+    kite_server.faults.arm("modify", fault)  # the first resize is refused before the venue applies it
+    manager.poll()
+    manager.poll()
+    venue_stop = kite_server.exchange.orders[str(manager.orders[stop.client_order_id].broker_order_id)]
+    assert venue_stop.quantity == 10 and manager.orders[stop.client_order_id].intent.quantity == 10
+    assert "protection_resized" not in [kind for kind, _ in journal.events]
+    held = sum(p.quantity for p in kite.positions() if p.instrument_key == "NSE:INFY")
+    assert manager.fit_protection({"NSE:INFY": held}) == 1  # the bar-close check tries again
+    venue_stop = kite_server.exchange.orders[venue_stop.order_id]
+    assert venue_stop.quantity == 5 and manager.orders[stop.client_order_id].intent.quantity == 5
+    kite_server.exchange.set_price("NSE:INFY", Decimal("989"))
+    manager.poll()
+    assert manager.orders[stop.client_order_id].state is OrderState.FILLED
     assert sum(p.quantity for p in kite.positions()) == 0

@@ -24,7 +24,7 @@ from tradeloom.adapters.brokers.fyers import parsing
 from tradeloom.adapters.brokers.fyers.config import FyersConfig
 from tradeloom.adapters.brokers.fyers.errors import AUTH_CODES, is_ok, translate
 from tradeloom.adapters.brokers.rate_limit import TokenBucket
-from tradeloom.adapters.brokers.retry import retry_transient
+from tradeloom.adapters.brokers.retry import modify_outcome, retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback
 from tradeloom.domain import Fill, Instrument, OrderIntent, OrderType, Timeframe
@@ -169,8 +169,10 @@ class FyersBroker:
             body["type"] = parsing.ORDER_TYPE_TO_FYERS[order_type]
         try:
             self._call("modify order", lambda: self._model.modify_order(body), self.order_bucket, True)
-        except TransientBrokerError:
+        except TransientBrokerError as error:
             log.warning("fyers modify: outcome unknown for %s; reading the order back", broker_order_id)
+            return modify_outcome(self.order(broker_order_id), error, quantity=quantity, limit_price=limit_price,
+                                  stop_price=stop_price, order_type=order_type)
         return self.order(broker_order_id)
 
     def cancel(self, broker_order_id: str) -> BrokerOrder:

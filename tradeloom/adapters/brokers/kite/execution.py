@@ -16,7 +16,7 @@ from tradeloom.adapters.brokers.kite import parsing
 from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.adapters.brokers.kite.errors import translate
 from tradeloom.adapters.brokers.rate_limit import TokenBucket
-from tradeloom.adapters.brokers.retry import retry_transient
+from tradeloom.adapters.brokers.retry import modify_outcome, retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import (
     BrokerOrder,
@@ -150,9 +150,11 @@ class KiteBroker:
             params["order_type"] = parsing.ORDER_TYPE_TO_KITE[order_type]
         try:
             self._call("modify order", lambda: self._client.modify_order(**params), self.order_bucket)
-        except TransientBrokerError:
-            # A modify is safe to repeat only after checking it did not land; report the venue's view.
+        except TransientBrokerError as error:
+            # A modify is safe to repeat only after checking it did not land: the venue's view decides.
             log.warning("kite modify: outcome unknown for %s; reading the order back", broker_order_id)
+            return modify_outcome(self.order(broker_order_id), error, quantity=quantity, limit_price=limit_price,
+                                  stop_price=stop_price, order_type=order_type)
         return self.order(broker_order_id)
 
     def cancel(self, broker_order_id: str) -> BrokerOrder:

@@ -18,7 +18,7 @@ from tradeloom.adapters.brokers.fakes.faults import Fault
 from tradeloom.adapters.brokers.fakes.kite_server import FakeKiteServer
 from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.adapters.brokers.kite.execution import KiteBroker
-from tradeloom.adapters.brokers.rate_limit import TokenBucket
+from tradeloom.adapters.brokers.rate_limit import RateLimiter
 from tradeloom.broker import Broker, MarketDataBroker, PlacementUnconfirmed, TokenExpiredError
 from tradeloom.domain import (
     Fill,
@@ -254,11 +254,12 @@ def test_kite_instruments_and_history_bars_parsed(kite: KiteBroker) -> None:
 
 def test_kite_rate_limit_applies_to_orders(kite: KiteBroker, intent: IntentFactory) -> None:
     clock = FakeClock()  # frozen except for the bucket's own sleeps: no wall-clock dependence
-    kite.order_bucket = TokenBucket(10, clock=clock, sleep=clock.sleep)
+    kite.order_bucket = RateLimiter.per_second(10, clock=clock, sleep=clock.sleep)
     for _ in range(12):
         kite.place(intent(order_type=OrderType.LIMIT, limit_price=Decimal("900")))
-    # 12 orders against a 10/s bucket with a burst of 10: two waits of 0.1 s before the venue saw them.
-    assert clock.sleeps == pytest.approx([0.1, 0.1])
+    # 12 orders at 10 a second: the 11th waits for the first to leave its second, the 12th goes with it.
+    assert clock.sleeps == pytest.approx([1.0])
+    assert kite.history_bucket.limits == ((3, 1.0),) and kite.order_bucket.limits == ((10, 1.0),)
 
 
 class _Journal:

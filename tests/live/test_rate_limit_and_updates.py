@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from tradeloom.adapters.brokers.rate_limit import TokenBucket
+from tradeloom.adapters.brokers.rate_limit import RateLimiter
 from tradeloom.adapters.brokers.updates import OrderUpdateFilter
 from tradeloom.broker import BrokerOrder
 from tradeloom.domain import OrderState, OrderType, ProductType, Side
@@ -24,31 +24,43 @@ class FakeClock:
         self.now += seconds
 
 
-def test_token_bucket_burst_then_waits_at_rate() -> None:
+def test_no_one_second_window_holds_more_than_the_per_second_limit() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(10, clock=clock, sleep=clock.sleep)
-    for _ in range(10):
-        bucket.acquire()
-    assert clock.sleeps == []
-    for _ in range(20):
-        bucket.acquire()
-    # 20 more requests at 10/s need 2 s of (simulated) waiting.
-    assert sum(clock.sleeps) == pytest.approx(2.0)
+    limiter = RateLimiter.per_second(10, clock=clock, sleep=clock.sleep)
+    stamps = []
+    for _ in range(30):
+        limiter.acquire()
+        stamps.append(clock.now)
+    assert stamps[:10] == [0.0] * 10  # the first ten at once
+    # Any window of one second holds at most ten (a bucket that starts full let twenty through).
+    assert max(sum(1 for t in stamps if start <= t < start + 1.0) for start in stamps) == 10
     assert clock.now == pytest.approx(2.0)
 
 
-def test_token_bucket_try_acquire_refills_with_time() -> None:
+def test_a_minute_cap_holds_beside_the_per_second_one() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(2, capacity=1, clock=clock, sleep=clock.sleep)
-    assert bucket.try_acquire()
-    assert not bucket.try_acquire()
-    clock.now += 0.5
-    assert bucket.try_acquire()
+    limiter = RateLimiter.per_second(10, per_minute=25, clock=clock, sleep=clock.sleep)
+    for _ in range(26):
+        limiter.acquire()
+    assert clock.now == pytest.approx(60.0)  # the 26th waits for the first to leave the minute
 
 
-def test_token_bucket_zero_rate_config_error() -> None:
-    with pytest.raises(ConfigError, match="rate"):
-        TokenBucket(0)
+def test_try_acquire_frees_with_time_and_fractional_rates_space_requests() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter.per_second(0.5, clock=clock, sleep=clock.sleep)  # one per two seconds
+    assert limiter.try_acquire()
+    assert not limiter.try_acquire()
+    clock.now += 1.0
+    assert not limiter.try_acquire()
+    clock.now += 1.0
+    assert limiter.try_acquire()
+
+
+def test_rate_limit_bad_config_names_the_value() -> None:
+    with pytest.raises(ConfigError, match="per_second=0"):
+        RateLimiter.per_second(0)
+    with pytest.raises(ConfigError, match=r"\(0, 1.0\)"):
+        RateLimiter([(0, 1.0)])
 
 
 def _order(state: OrderState, filled: int = 0, price: str = "100") -> BrokerOrder:

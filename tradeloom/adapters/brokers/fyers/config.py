@@ -23,6 +23,8 @@ class FyersConfig(BaseModel):
     log_dir: Path = Path(".loom/logs/fyers")
     timeout_seconds: float = Field(default=7.0, gt=0)
     orders_per_second: float = Field(default=10.0, gt=0)
+    # Also per minute: the venue's published cap (set it to your account's); None: only the per-second one.
+    orders_per_minute: int | None = Field(default=200, ge=1)
     reads_per_second: float = Field(default=10.0, gt=0)
     read_retry_attempts: int = Field(default=4, ge=1, le=10)
     backoff_seconds: float = Field(default=0.25, ge=0)

@@ -23,7 +23,7 @@ from requests.adapters import HTTPAdapter
 from tradeloom.adapters.brokers.fyers import parsing
 from tradeloom.adapters.brokers.fyers.config import FyersConfig
 from tradeloom.adapters.brokers.fyers.errors import AUTH_CODES, is_ok, translate
-from tradeloom.adapters.brokers.rate_limit import TokenBucket
+from tradeloom.adapters.brokers.rate_limit import RateLimiter
 from tradeloom.adapters.brokers.retry import modify_outcome, retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback
@@ -68,8 +68,8 @@ class FyersBroker:
         fyersModel.Config.DATA_API = config.data_root
         config.log_dir.mkdir(parents=True, exist_ok=True)
         self._model = self._new_model()
-        self.order_bucket = TokenBucket(config.orders_per_second)
-        self.read_bucket = TokenBucket(config.reads_per_second)
+        self.order_bucket = RateLimiter.per_second(config.orders_per_second, config.orders_per_minute)
+        self.read_bucket = RateLimiter.per_second(config.reads_per_second)
         self._stream: Any = None
 
     def __repr__(self) -> str:
@@ -101,7 +101,7 @@ class FyersBroker:
     def current_token(self) -> str:
         return self._token.get_secret_value()
 
-    def _call(self, action: str, call: Callable[[], Any], bucket: TokenBucket, is_order: bool) -> Mapping[str, Any]:
+    def _call(self, action: str, call: Callable[[], Any], bucket: RateLimiter, is_order: bool) -> Mapping[str, Any]:
         for attempt in (1, 2):
             bucket.acquire()
             try:

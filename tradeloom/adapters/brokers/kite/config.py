@@ -21,7 +21,10 @@ class KiteConfig(BaseModel):
     timeout_seconds: float = Field(default=7.0, gt=0)
     # Kite allows 10 order requests per second and 10 reads per second per API key.
     orders_per_second: float = Field(default=10.0, gt=0)
+    # Also per minute: the venue's published cap (set it to your account's); None: only the per-second one.
+    orders_per_minute: int | None = Field(default=200, ge=1)
     reads_per_second: float = Field(default=10.0, gt=0)
+    history_per_second: float = Field(default=3.0, gt=0)  # historical candles have their own, lower limit
     read_retry_attempts: int = Field(default=4, ge=1, le=10)
     backoff_seconds: float = Field(default=0.25, ge=0)
     max_backoff_seconds: float = Field(default=4.0, ge=0)

@@ -15,7 +15,7 @@ from kiteconnect import exceptions as kite_exceptions
 from tradeloom.adapters.brokers.kite import parsing
 from tradeloom.adapters.brokers.kite.config import KiteConfig
 from tradeloom.adapters.brokers.kite.errors import translate
-from tradeloom.adapters.brokers.rate_limit import TokenBucket
+from tradeloom.adapters.brokers.rate_limit import RateLimiter
 from tradeloom.adapters.brokers.retry import modify_outcome, retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
 from tradeloom.broker import (
@@ -58,8 +58,9 @@ class KiteBroker:
             root=config.root,
             timeout=config.timeout_seconds,
         )
-        self.order_bucket = TokenBucket(config.orders_per_second)
-        self.read_bucket = TokenBucket(config.reads_per_second)
+        self.order_bucket = RateLimiter.per_second(config.orders_per_second, config.orders_per_minute)
+        self.read_bucket = RateLimiter.per_second(config.reads_per_second)
+        self.history_bucket = RateLimiter.per_second(config.history_per_second)
         self._token_lock = threading.Lock()
         self._keys_by_token: dict[int, str] = {}
         self._tokens_by_key: dict[str, int] = {}
@@ -83,7 +84,7 @@ class KiteBroker:
     def current_token(self) -> str:
         return self._token.get_secret_value()
 
-    def _call(self, action: str, call: Callable[[], T], bucket: TokenBucket) -> T:
+    def _call(self, action: str, call: Callable[[], T], bucket: RateLimiter) -> T:
         """One SDK call with the rate limit and error translation; an auth failure re-reads the token
         once (a rejected session means nothing was done, so one more try is not a blind retry)."""
         for attempt in (1, 2):
@@ -98,10 +99,10 @@ class KiteBroker:
                 raise translate(error, action) from error
         raise AssertionError("unreachable")
 
-    def _read(self, action: str, call: Callable[[], T]) -> T:
+    def _read(self, action: str, call: Callable[[], T], bucket: RateLimiter | None = None) -> T:
         config = self.config
         return retry_transient(
-            lambda: self._call(action, call, self.read_bucket),
+            lambda: self._call(action, call, bucket or self.read_bucket),
             config.read_retry_attempts,
             config.backoff_seconds,
             config.max_backoff_seconds,
@@ -236,7 +237,8 @@ class KiteBroker:
         # Kite reads from/to in exchange time.
         start_ist, end_ist = start.astimezone(parsing.IST).strftime(fmt), end.astimezone(parsing.IST).strftime(fmt)
         records = self._read(
-            "historical data", lambda: self._client.historical_data(token, start_ist, end_ist, interval)
+            "historical data", lambda: self._client.historical_data(token, start_ist, end_ist, interval),
+            self.history_bucket,
         )
         return parsing.parse_candles(records, instrument_key)
 

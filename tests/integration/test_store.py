@@ -56,6 +56,47 @@ def test_ingest_changed_rows_are_updated_not_duplicated(clean_db: Database) -> N
     assert _count(clean_db, "select count(*) from bars_1m") == len(bars)
 
 
+def _gate_all_days_passed(db: Database) -> set[tuple[str, str]]:
+    with db.transaction(db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("insert into validation_runs (target_table, status) values ('bars_1m', 'passed')"
+                    " returning validation_run_id")
+        run = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute("insert into data_gate (target_table, instrument_id, day, status, validation_run_id)"
+                    " select distinct 'bars_1m', instrument_id, (bar_at at time zone 'UTC')::date, 'passed', %s"
+                    " from bars_1m on conflict do nothing", (run,))
+    return _gate(db)
+
+
+def _gate(db: Database) -> set[tuple[str, str]]:
+    with db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select i.symbol, g.day::text from data_gate g join instruments i using (instrument_id)")
+        return set(cur.fetchall())
+
+
+def test_new_or_changed_bars_take_the_data_gate_mark_off_their_day_and_only_theirs(clean_db: Database) -> None:
+    batch = synthetic_batch(2, 2, seed=5)
+    ingest(batch, clean_db, register_instruments=True)
+    marks = _gate_all_days_passed(clean_db)
+    assert len(marks) == 4
+    ingest(batch, clean_db)  # the same rows again: nothing changed, every mark stays
+    assert _gate(clean_db) == marks
+    bars = batch.bars
+    first_bar = bars.bar_at == bars.bar_at.min()
+    changed = BarColumns(bars.instrument_key[first_bar], bars.bar_at[first_bar], bars.open[first_bar],
+                         bars.high[first_bar] * 8, bars.low[first_bar], bars.close[first_bar] * 8,
+                         bars.volume[first_bar])
+    ingest(SourceBatch(batch.source, batch.timeframe, changed), clean_db)  # a vendor re-sends a bad first bar
+    first_day = {day for _, day in marks} - {max(day for _, day in marks)}
+    assert _gate(clean_db) == {mark for mark in marks if mark[1] not in first_day}
+    # New bars into an otherwise empty stretch of a validated day (the direct COPY path) also take it off.
+    _gate_all_days_passed(clean_db)
+    with clean_db.transaction(clean_db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("delete from bars_1m where bar_at = (select max(bar_at) from bars_1m)")
+    last_bar = bars.bar_at == bars.bar_at.max()
+    ingest(SourceBatch(batch.source, batch.timeframe, bars.take(last_bar)), clean_db)
+    assert _gate(clean_db) == {mark for mark in marks if mark[1] in first_day}
+
+
 def _with_bad_rows(batch: SourceBatch) -> SourceBatch:
     bars = batch.bars
     high, low, open_, volume = bars.high.copy(), bars.low.copy(), bars.open.copy(), bars.volume.copy()

@@ -142,6 +142,7 @@ def write_bars(
                                 BarCopyStream(bars, ids, source, batch_id, progress), _COPY_READ_BYTES)
                 cur.execute("release savepoint direct_copy")
                 inserted_updated = (len(bars), 0)
+                _clear_gate(cur, table, ids, bars.bar_at)
             except psycopg2.errors.UniqueViolation:
                 cur.execute("rollback to savepoint direct_copy")
         if inserted_updated is None:
@@ -181,6 +182,8 @@ def _stage_and_upsert(cur: psycopg2.extensions.cursor, table: str, rows: BarCopy
     """COPY into a temp staging table, then one upsert; rows whose values are unchanged are not rewritten."""
     cur.execute(f"create temp table stage_bars (like {table} including defaults) on commit drop")
     cur.copy_expert(f"copy stage_bars ({BAR_COLUMNS}) from stdin (format binary)", rows, _COPY_READ_BYTES)
+    # The (instrument, UTC day) cells a new or changed bar lands in lose their data-gate mark in the same
+    # statement: a day validated before is not validated with bars it has not seen.
     cur.execute(
         f"""
         with upserted as (
@@ -191,13 +194,37 @@ def _stage_and_upsert(cur: psycopg2.extensions.cursor, table: str, rows: BarCopy
                 volume = excluded.volume, source = excluded.source, ingest_batch_id = excluded.ingest_batch_id
             where (b.open, b.high, b.low, b.close, b.volume)
                   is distinct from (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume)
-            returning (xmax = 0) as inserted
+            returning b.instrument_id, b.bar_at, (xmax = 0) as inserted
+        ), cleared as (
+            delete from data_gate g
+            using (select distinct instrument_id, (bar_at at time zone 'UTC')::date as day from upserted) u
+            where g.target_table = %s and g.instrument_id = u.instrument_id and g.day = u.day
+            returning 1
         )
-        select count(*) filter (where inserted), count(*) filter (where not inserted) from upserted
-        """
+        select count(*) filter (where inserted), count(*) filter (where not inserted), (select count(*) from cleared)
+        from upserted
+        """,
+        (table,),
     )
-    inserted, updated = cur.fetchone()  # type: ignore[misc]
+    inserted, updated, cleared = cur.fetchone()  # type: ignore[misc]
+    if cleared:
+        log.info("%s: %d validated (instrument, day) cells got new or changed bars; validate them again", table,
+                 cleared)
     return int(inserted), int(updated)
+
+
+def _clear_gate(cur: psycopg2.extensions.cursor, table: str, ids: npt.NDArray[np.int64],
+                bar_at_ns: npt.NDArray[np.int64]) -> None:
+    """Drop the data-gate marks of the (instrument, UTC day) cells these new bars land in."""
+    cells = np.unique(np.stack([ids, bar_at_ns // 86_400_000_000_000]), axis=1) if ids.size else np.empty((2, 0))
+    cur.execute(
+        "delete from data_gate g using unnest(%s::integer[], %s::integer[]) as u(instrument_id, day_number)"
+        " where g.target_table = %s and g.instrument_id = u.instrument_id"
+        " and g.day = date '1970-01-01' + u.day_number",
+        (cells[0].astype(int).tolist(), cells[1].astype(int).tolist(), table),
+    )
+    if cur.rowcount:
+        log.info("%s: %d validated (instrument, day) cells got new bars; validate them again", table, cur.rowcount)
 
 
 def record_failed_batch(conn: Connection, *, source: str, timeframe: Timeframe, rows: int, error: str) -> None:

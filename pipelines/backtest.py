@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from tradeloom.adapters.store import load_splits
 from tradeloom.collection import collect_at_safe_points
-from tradeloom.corporate import back_adjust
+from tradeloom.corporate import back_adjust_column
 from tradeloom.domain import Side, Timeframe
 from tradeloom.engine import (
     BrokerConfig,
@@ -381,11 +381,7 @@ def load_market_data(
     for offset, name in enumerate(("open", "high", "low", "close", "volume"), start=2):
         arrays[name][position, cols] = np.array([row[offset] for row in rows], dtype=np.float64)
     for instrument_id, actions in splits.items():
-        i = column[instrument_id]
-        prices = np.stack([arrays[name][:, i] for name in ("open", "high", "low", "close")], axis=1)
-        prices, arrays["volume"][:, i] = back_adjust(axis, prices, arrays["volume"][:, i], actions)
-        for j, name in enumerate(("open", "high", "low", "close")):
-            arrays[name][:, i] = prices[:, j]
+        back_adjust_column(axis, arrays, column[instrument_id], actions)
     instruments = [Instrument(exchange=meta[k][0], symbol=meta[k][1], tick_size=Decimal(str(meta[k][3])),
                               lot_size=int(meta[k][4])) for k in keys]
     zone = ZoneInfo(meta[keys[0]][5])

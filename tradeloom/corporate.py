@@ -41,3 +41,12 @@ def back_adjust(bar_at_ns: IntArray, prices: FloatArray, volume: FloatArray,
         prices[before] /= ratio
         volume[before] *= ratio
     return prices, volume
+
+
+def back_adjust_column(bar_at_ns: IntArray, grid: dict[str, FloatArray], column: int, splits: list[Split]) -> None:
+    """`back_adjust` one instrument's column of (T, N) open/high/low/close/volume arrays, in place."""
+    names = ("open", "high", "low", "close")
+    prices, grid["volume"][:, column] = back_adjust(
+        bar_at_ns, np.stack([grid[name][:, column] for name in names], axis=1), grid["volume"][:, column], splits)
+    for j, name in enumerate(names):
+        grid[name][:, column] = prices[:, j]

@@ -43,6 +43,16 @@ def test_splits_of_the_bundled_file_are_recorded_and_the_backtest_sees_no_split_
     np.testing.assert_allclose(adjusted.close[ex:], raw.close[ex:])
     np.testing.assert_allclose(adjusted.open[:ex], raw.open[:ex] / 2.0)
     np.testing.assert_allclose(adjusted.volume[:ex], raw.volume[:ex] * 2.0)
+    # The executor's loader (warm-up, replay) back-adjusts the same way: live features match training's.
+    from tradeloom.adapters.store import load_bar_matrix
+
+    with bundled_db.transaction() as conn:
+        matrix = load_bar_matrix(conn, Timeframe.DAY, ["NASDAQ:AAPL"], int(window[0].timestamp()) * 10**9,
+                                 int(window[1].timestamp()) * 10**9)
+        as_traded = load_bar_matrix(conn, Timeframe.DAY, ["NASDAQ:AAPL"], int(window[0].timestamp()) * 10**9,
+                                    int(window[1].timestamp()) * 10**9, adjust_splits=False)
+    np.testing.assert_allclose(matrix.close, adjusted.close)
+    np.testing.assert_allclose(as_traded.close, raw.close)
 
 
 def test_load_market_data_bundled_daily_pivots_four_instruments(bundled_db: Database) -> None:

@@ -18,6 +18,7 @@ import psycopg2.extras
 
 from tradeloom.adapters.db import Connection
 from tradeloom.adapters.pg_copy import BAR_COPY_COLUMNS, BarCopyStream
+from tradeloom.corporate import back_adjust_column
 from tradeloom.domain import Instrument, Segment, Timeframe
 from tradeloom.errors import DatabaseUnavailableError, InputError
 from tradeloom.quality import BarColumns
@@ -286,10 +287,12 @@ def load_splits(conn: Connection, instrument_ids: Sequence[int]) -> dict[int, li
 
 def load_bar_matrix(
     conn: Connection, timeframe: Timeframe, keys: Sequence[str], start_ns: int, end_ns: int,
-    *, require_validated: bool = False,
+    *, require_validated: bool = False, adjust_splits: bool = True,
 ) -> BarMatrix:
     """Bars with start <= bar_at < end for `keys`; with `require_validated`, only (instrument, day) cells the
-    data gate marked passed (nothing downstream trades on data that has not passed validation)."""
+    data gate marked passed (nothing downstream trades on data that has not passed validation); with
+    `adjust_splits`, back-adjusted for the splits in corporate_actions, as the features the model was trained
+    on are (bars after the last split are as traded, so live bars continue the series)."""
     ids = instrument_ids(conn, keys)
     gate = (
         " and exists (select 1 from data_gate g where g.target_table = %(table)s and g.instrument_id = b.instrument_id"
@@ -317,6 +320,8 @@ def load_bar_matrix(
         arrays["close"][t, i], arrays["volume"][t, i] = c, v
         if batch is not None:
             batches.add(int(batch))
+    for instrument_id, actions in (load_splits(conn, list(ids.values())) if adjust_splits and rows else {}).items():
+        back_adjust_column(stamps, arrays, column[instrument_id], actions)
     return BarMatrix(tuple(keys), stamps, arrays["open"], arrays["high"], arrays["low"], arrays["close"],
                      arrays["volume"], tuple(sorted(batches)))
 

@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tradeloom.adapters.db import Database
 from tradeloom.errors import ConfigError, InputError
+from tradeloom.models.metrics import spearman
 from tradeloom.settings import project_root
 
 log = logging.getLogger(__name__)
@@ -164,14 +165,6 @@ def evidently_drift(reference: Any, current: Any, feature_columns: list[str], sc
     return [d for d in drifts if d.column != score_column], prediction
 
 
-def _spearman(x: FloatArray, y: FloatArray) -> float:
-    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    rank_x = np.argsort(np.argsort(x)).astype(np.float64)
-    rank_y = np.argsort(np.argsort(y)).astype(np.float64)
-    return float(np.corrcoef(rank_x, rank_y)[0, 1])
-
-
 def performance_stats(signal: FloatArray, score: FloatArray, realised: FloatArray,
                       periods_per_year: float) -> PerformanceStats:
     """Hit rate of non-flat signals, rank IC of score vs realised return, annualised Sharpe of signal × return."""
@@ -182,7 +175,7 @@ def performance_stats(signal: FloatArray, score: FloatArray, realised: FloatArra
     pnl = signal * realised
     deviation = float(np.std(pnl, ddof=1)) if pnl.size > 1 else 0.0
     sharpe = float(np.mean(pnl) / deviation * math.sqrt(periods_per_year)) if deviation > 0 else float("nan")
-    return PerformanceStats(int(ok.sum()), accuracy, _spearman(score, realised), sharpe)
+    return PerformanceStats(int(ok.sum()), accuracy, spearman(score, realised), sharpe)
 
 
 def _finite(value: float | None) -> bool:

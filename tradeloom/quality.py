@@ -89,13 +89,15 @@ def row_problems(bars: BarColumns, now_ns: int, future_tolerance_s: int = 60) ->
         mark(bars.high < np.maximum(bars.open, bars.close), "high_below_open_or_close")
         mark(bars.low > np.minimum(bars.open, bars.close), "low_above_open_or_close")
         mark(~np.isfinite(bars.volume) | (bars.volume < 0), "invalid_volume")
-    # Duplicates: the first occurrence of a key is kept, later ones are quarantined.
+    # Duplicates among the rows that passed every other check: the first of those is kept, later ones are
+    # quarantined (a bad first copy followed by a corrected one keeps the corrected one).
     instruments, _ = key_codes(bars.instrument_key)
-    order = np.lexsort((np.arange(len(bars)), bars.bar_at, instruments))
+    clean = np.flatnonzero(codes == 0)
+    order = clean[np.lexsort((clean, bars.bar_at[clean], instruments[clean]))]
     instruments_sorted = instruments[order]
     times_sorted = bars.bar_at[order]
-    repeat = np.zeros(len(bars), dtype=bool)
-    if len(bars) > 1:
+    repeat = np.zeros(order.size, dtype=bool)
+    if order.size > 1:
         repeat[1:] = (instruments_sorted[1:] == instruments_sorted[:-1]) & (times_sorted[1:] == times_sorted[:-1])
     duplicate = np.zeros(len(bars), dtype=bool)
     duplicate[order] = repeat

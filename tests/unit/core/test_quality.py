@@ -37,3 +37,9 @@ def test_row_problems_each_bad_row_gets_its_reason() -> None:
 def test_row_problems_same_time_other_instrument_is_not_duplicate() -> None:
     rows = [("X:A", NOW - MIN, 1.0, 1.0, 1.0, 1.0, 0.0), ("X:B", NOW - MIN, 1.0, 1.0, 1.0, 1.0, 0.0)]
     assert list(row_problems(_bars(rows), NOW)) == ["", ""]
+
+
+def test_row_problems_a_bad_first_copy_does_not_cost_the_corrected_one() -> None:
+    rows = [("X:A", NOW - MIN, float("nan"), 1.0, 1.0, 1.0, 0.0), ("X:A", NOW - MIN, 1.0, 1.0, 1.0, 1.0, 0.0),
+            ("X:A", NOW - MIN, 1.0, 1.0, 1.0, 1.0, 5.0)]
+    assert list(row_problems(_bars(rows), NOW)) == ["non_finite_price", "", "duplicate_key_in_batch"]

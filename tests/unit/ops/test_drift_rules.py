@@ -34,6 +34,19 @@ def test_performance_stats_flat_signals_and_nan_outcomes_are_excluded() -> None:
     assert stats.evaluated == 3 and stats.accuracy == pytest.approx(0.5)
 
 
+def test_performance_ic_on_tied_signals_does_not_depend_on_row_order() -> None:
+    """Journal signals are mostly -1/0/1: ranks of ties are averaged, so shuffling the rows leaves the IC."""
+    rng = np.random.default_rng(5)
+    signal = rng.choice([-1.0, 0.0, 1.0], 60)
+    realised = rng.normal(0, 0.01, 60)
+    values = set()
+    for seed in range(4):
+        order = np.random.default_rng(seed).permutation(60)
+        values.add(round(performance_stats(signal[order], signal[order], realised[order], 252.0)
+                         .information_coefficient, 12))
+    assert len(values) == 1
+
+
 def test_judge_drift_share_thresholds_map_to_green_amber_red() -> None:
     settings = DriftSettings(drift_share_amber=0.3, drift_share_red=0.6)
 

@@ -96,12 +96,22 @@ class BrokerHistory:
             parts.append(self.broker.historical_bars(instrument.key, timeframe, at, upto))
             at = upto
         bars = concat_bars(parts)
+        if timeframe is Timeframe.DAY:  # Kite stamps a day 00:00 IST, i.e. 18:30 UTC of the day before
+            bars = replace(bars, bar_at=session_dates(bars.bar_at, instrument.timezone))
         low, high = int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9
         bars = bars.take((bars.bar_at >= low) & (bars.bar_at < high))
         # Chunk edges overlap by one bar: keep the first copy of each timestamp.
         _, first = np.unique(bars.bar_at, return_index=True)
         return SourceBatch(source=self.name, timeframe=timeframe, bars=bars.take_order(np.sort(first)),
                            instruments=(instrument,))
+
+
+def session_dates(bar_at_ns: np.ndarray, timezone: str) -> np.ndarray:
+    """Daily bars restamped at 00:00 UTC of their trading date in `timezone` (the convention of every daily
+    table and of the data gate's session grid); unparseable stamps (NAT) stay NAT."""
+    stamps = pl.Series(bar_at_ns.astype(np.int64)).replace(NAT, None).cast(pl.Datetime("ns", "UTC"))
+    dates = stamps.dt.convert_time_zone(timezone).dt.date().cast(pl.Datetime("ns")).dt.epoch("ns")
+    return dates.fill_null(NAT).to_numpy().astype(np.int64)
 
 
 def concat_bars(parts: Sequence[BarColumns]) -> BarColumns:
@@ -187,6 +197,8 @@ def frame_to_batch(
     if stamp.dtype.time_zone is None:
         stamp = stamp.dt.replace_time_zone(zone.key, ambiguous="earliest", non_existent="null")
     bar_at = stamp.dt.convert_time_zone("UTC").dt.epoch("ns").fill_null(NAT).to_numpy().astype(np.int64)
+    if timeframe is Timeframe.DAY:
+        bar_at = session_dates(bar_at, zone.key)
 
     def numbers(name: str) -> np.ndarray:
         values = frame.get_column(mapping[name]).cast(pl.Float64, strict=False).fill_null(float("nan"))

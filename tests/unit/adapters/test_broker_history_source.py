@@ -79,3 +79,35 @@ def test_spool_round_trip_same_bars_and_keys(tmp_path: Path) -> None:
 def test_read_spool_missing_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="spool file not found"):
         read_spool(tmp_path / "nope.parquet", source="kite:history", timeframe=Timeframe.MINUTE)
+
+
+class DailyKite:
+    """Daily candles as Kite stamps them: 00:00 IST of the trading date (18:30 UTC the day before)."""
+
+    name = "stub"
+
+    def historical_bars(self, instrument_key: str, timeframe: Timeframe, start: datetime, end: datetime
+                        ) -> BarColumns:
+        ist_midnights = np.array([int(datetime(2024, 1, day, tzinfo=UTC).timestamp()) - 19_800 for day in (2, 3)],
+                                 dtype=np.int64) * 10**9
+        ones = np.ones(2)
+        return BarColumns(np.full(2, instrument_key, dtype=object), ist_midnights, ones, ones, ones, ones, ones)
+
+
+def test_daily_bars_land_on_their_trading_date_at_utc_midnight_from_a_broker_and_from_a_file() -> None:
+    import polars as pl
+
+    from tradeloom.adapters.sources import frame_to_batch
+
+    want = [int(datetime(2024, 1, day, tzinfo=UTC).timestamp()) * 10**9 for day in (2, 3)]
+    batch = BrokerHistory(DailyKite()).history(INFY, Timeframe.DAY, datetime(2024, 1, 1, tzinfo=UTC),
+                                               datetime(2024, 1, 5, tzinfo=UTC))
+    assert batch.bars.bar_at.tolist() == want
+    frame = pl.DataFrame({"bar_at": ["2024-01-02", "2024-01-03", "bad"], "open": ["1"] * 3, "high": ["1"] * 3,
+                          "low": ["1"] * 3, "close": ["1"] * 3, "volume": ["1"] * 3})
+    read = frame_to_batch(frame, source="t", timeframe=Timeframe.DAY, columns={}, instrument_key="NSE:INFY",
+                          symbol_column=None, timezone="Asia/Kolkata", timestamp_format="%Y-%m-%d")
+    assert read.bars.bar_at[:2].tolist() == want
+    from tradeloom.quality import NAT
+
+    assert read.bars.bar_at[2] == NAT  # still unparseable, for the quarantine

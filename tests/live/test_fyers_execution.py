@@ -189,3 +189,35 @@ def test_fyers_modify_lost_and_not_applied_is_an_error_not_a_success(
     with pytest.raises(TransientBrokerError, match="not applied"):
         fyers.modify(placed.broker_order_id, quantity=1)
     assert fyers.order(placed.broker_order_id).quantity == placed.quantity  # and the order is as it was
+
+
+def test_fyers_order_socket_reconnects_with_the_rolled_over_token(tmp_path: Path) -> None:
+    """The daily rollover: the session ends, the login helper writes today's token, the socket drops. Its
+    reconnect must carry the new token (the SDK's own reuses the one it was built with and is refused), so
+    order updates keep coming."""
+    from pydantic import SecretStr
+
+    from tradeloom.domain import IntentPurpose, OrderIntent, client_order_id
+
+    with FakeFyersServer() as server:
+        tokens = [SecretStr(server.issue_access_token())]
+        config = FyersConfig(client_id=server.client_id, secret_key=SecretStr("s"), access_token=tokens[0],
+                             api_root=server.api_root, data_root=server.data_root,
+                             order_socket_url=server.order_socket_url, log_dir=tmp_path, timeout_seconds=0.5,
+                             backoff_seconds=0.01, max_backoff_seconds=0.05, read_retry_attempts=3)
+        broker = FyersBroker(config, token_provider=lambda: tokens[-1])
+        updates: list[BrokerOrder] = []
+        broker.stream(["NSE:INFY"], on_order=updates.append)
+        try:
+            assert _wait_for(lambda: server._ws.connect_count >= 1)
+            server.expire_tokens()
+            tokens.append(SecretStr(server.issue_access_token()))
+            connects = server._ws.connect_count
+            server.drop_streams()
+            assert _wait_for(lambda: server._ws.connect_count > connects, seconds=20)
+            time.sleep(0.5)  # subscribed again
+            order_id = client_order_id("t", "NSE:INFY", 99, IntentPurpose.ENTRY)
+            broker.place(OrderIntent(order_id, "NSE:INFY", Side.BUY, 1, OrderType.MARKET, IntentPurpose.ENTRY))
+            assert _wait_for(lambda: any(u.client_order_id == order_id for u in updates))
+        finally:
+            broker.stop_stream()

@@ -115,3 +115,34 @@ def test_kite_stream_full_mode_depth_updates_and_token_rollover(
     # The ticker URL carries the access token: it must not reach any log line.
     for token in (broker.current_token(), first_token.split('"')[3]):
         assert token not in caplog.text
+
+
+def test_kite_stream_starts_afresh_after_the_sdk_gives_up_reconnecting(
+    kite_server: FakeKiteServer, tmp_path: Path
+) -> None:
+    """The session expires and the operator logs in late: the SDK's reconnects fail until it gives up; the
+    stream then starts a new connection with the token read afresh, and ticks flow again."""
+    token_file = tmp_path / "kite_token.json"
+    kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(), token_file,
+               root=kite_server.root)
+    config = KiteConfig(api_key=kite_server.api_key, api_secret=SecretStr(kite_server.api_secret),
+                        token_file=token_file, root=kite_server.root, ws_root=kite_server.ws_root,
+                        reconnect_max_tries=1, **FAST)
+    broker = KiteBroker(config)
+    ticks: list[Tick] = []
+    broker.stream(["NSE:INFY"], on_tick=ticks.append)
+    try:
+        assert _wait_for(lambda: kite_server.subscriptions.get(408065) == "full")
+        kite_server.expire_tokens()
+        kite_server.drop_streams()
+        stream = broker._stream
+        assert stream is not None
+        assert _wait_for(lambda: not stream.is_connected())
+        time.sleep(3.0)  # the SDK's one retry is refused (expired token) and it gives up
+        kite_login(kite_server.api_key, SecretStr(kite_server.api_secret), kite_server.new_request_token(),
+                   token_file, root=kite_server.root)
+        assert _wait_for(lambda: stream.restarts >= 1 and stream.is_connected(), seconds=30)
+        kite_server.send_ticks([TickSpec(408065, Decimal("1002.5"))])
+        assert _wait_for(lambda: any(t.last_price == 1002.5 for t in ticks))
+    finally:
+        broker.stop_stream()

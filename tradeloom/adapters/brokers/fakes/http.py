@@ -7,10 +7,12 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from websockets import http11
 from websockets.sync.server import Server, ServerConnection, serve
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,13 @@ class WebSocketServerThread:
         self,
         on_connect: Callable[[ServerConnection], bool],
         on_message: Callable[[ServerConnection, str | bytes], None],
+        *,
+        refuse_in_handshake: bool = False,
     ) -> None:
         self._on_connect = on_connect
+        # Kite answers bad credentials with HTTP 403 to the opening handshake (the client never sees an open
+        # socket); otherwise the socket opens and closes at once with 1008.
+        self._refuse_in_handshake = refuse_in_handshake
         self._on_message = on_message
         self.connections: set[ServerConnection] = set()
         self._lock = threading.Lock()
@@ -131,12 +138,19 @@ class WebSocketServerThread:
         self.connect_count = 0
 
     def start(self) -> int:
-        self.server = serve(self._handle, "127.0.0.1", 0, logger=_protocol_log)
+        self.server = serve(self._handle, "127.0.0.1", 0, logger=_protocol_log,
+                            process_request=self._authorize if self._refuse_in_handshake else None)
         threading.Thread(target=self.server.serve_forever, name="fake-ws", daemon=True).start()
         return int(self.server.socket.getsockname()[1])
 
+    def _authorize(self, connection: ServerConnection, request: http11.Request) -> http11.Response | None:
+        del request  # the connection holds it
+        if self._on_connect(connection):
+            return None
+        return connection.respond(HTTPStatus.FORBIDDEN, "invalid credentials\n")
+
     def _handle(self, connection: ServerConnection) -> None:
-        if not self._on_connect(connection):
+        if not self._refuse_in_handshake and not self._on_connect(connection):
             connection.close(code=1008, reason="invalid credentials")
             return
         with self._lock:

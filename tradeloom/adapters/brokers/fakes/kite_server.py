@@ -138,7 +138,7 @@ class FakeKiteServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) seen, for tests
         self.subscriptions: dict[int, str] = {}
         self._http = HttpServerThread(self._route)
-        self._ws = WebSocketServerThread(self._ws_connect, self._ws_message)
+        self._ws = WebSocketServerThread(self._ws_connect, self._ws_message, refuse_in_handshake=True)
         self._held_update: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._trade_ids = itertools.count(1)

@@ -20,6 +20,18 @@ from tradeloom.broker import OrderCallback
 log = logging.getLogger(__name__)
 
 
+class _OrderSocket(FyersOrderSocket):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's socket, re-reading the access token before every (re)connect: the SDK's reconnects reuse the
+    token it was built with, which the daily rollover invalidates (updates then stop for good)."""
+
+    token_source: Callable[[], str] | None = None
+
+    def connect(self) -> None:
+        if self.token_source is not None:
+            self._FyersOrderSocket__access_token = self.token_source()
+        super().connect()
+
+
 class FyersOrderStream:
     def __init__(
         self,
@@ -37,7 +49,7 @@ class FyersOrderStream:
         self._socket: Any = None
 
     def start(self) -> None:
-        socket = FyersOrderSocket(
+        socket = _OrderSocket(
             access_token=f"{self._config.client_id}:{self._token_source()}",
             write_to_file=True,
             log_path=str(self._config.log_dir),
@@ -48,6 +60,8 @@ class FyersOrderStream:
             reconnect=True,
         )
         socket._FyersOrderSocket__url = self._config.order_socket_url  # the SDK offers no parameter for it
+        socket.token_source = lambda: f"{self._config.client_id}:{self._token_source()}"
+        socket.max_reconnect_attempts = 50  # the SDK's own cap (its default gives up after 5)
         self._socket = socket
         socket.connect()
 

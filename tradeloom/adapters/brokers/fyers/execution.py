@@ -26,7 +26,15 @@ from tradeloom.adapters.brokers.fyers.errors import AUTH_CODES, is_ok, translate
 from tradeloom.adapters.brokers.rate_limit import RateLimiter
 from tradeloom.adapters.brokers.retry import modify_outcome, retry_transient
 from tradeloom.adapters.brokers.tokens import TokenFile, TokenProvider, static_token
-from tradeloom.broker import BrokerOrder, BrokerPosition, Funds, OrderCallback, PlacementUnconfirmed, TickCallback
+from tradeloom.broker import (
+    BrokerOrder,
+    BrokerPosition,
+    Funds,
+    OrderCallback,
+    PlacementUnconfirmed,
+    TickCallback,
+    TokenExpiredError,
+)
 from tradeloom.domain import Fill, Instrument, OrderIntent, OrderType, Timeframe
 from tradeloom.errors import ConfigError, InputError, TransientBrokerError
 from tradeloom.quality import BarColumns
@@ -100,6 +108,14 @@ class FyersBroker:
 
     def current_token(self) -> str:
         return self._token.get_secret_value()
+
+    def _fresh_token(self) -> str:
+        """The token as the provider has it now (the order socket asks before every reconnect)."""
+        try:
+            self._refresh_token()
+        except TokenExpiredError:
+            log.error("fyers order socket: token unreadable; reconnecting with the old token")
+        return self.current_token()
 
     def _call(self, action: str, call: Callable[[], Any], bucket: RateLimiter, is_order: bool) -> Mapping[str, Any]:
         for attempt in (1, 2):
@@ -281,7 +297,7 @@ class FyersBroker:
             )
         from tradeloom.adapters.brokers.fyers.data import FyersOrderStream
 
-        self._stream = FyersOrderStream(self.config, self.symbols, self.current_token, on_order)
+        self._stream = FyersOrderStream(self.config, self.symbols, self._fresh_token, on_order)
         self._stream.start()
 
     def stop_stream(self) -> None:

@@ -29,3 +29,5 @@ class KiteConfig(BaseModel):
     backoff_seconds: float = Field(default=0.25, ge=0)
     max_backoff_seconds: float = Field(default=4.0, ge=0)
     reconnect_max_delay_seconds: int = Field(default=5, ge=5)
+    # The SDK's own reconnect attempts (at most 300) before it gives up; then the stream starts afresh.
+    reconnect_max_tries: int = Field(default=300, ge=1, le=300)

@@ -47,6 +47,8 @@ class KiteStream:
         self._ticker: Any = None
         self.callback_errors = 0
         self.connects = 0
+        self.restarts = 0  # fresh connections after the SDK gave up reconnecting
+        self._stopped = False
 
     def _socket_url(self, token: str) -> str:
         return f"{self._config.ws_root}?api_key={self._config.api_key}&access_token={token}"
@@ -60,8 +62,10 @@ class KiteStream:
             self._token_source(),
             root=self._config.ws_root,
             reconnect_max_delay=self._config.reconnect_max_delay_seconds,
+            reconnect_max_tries=self._config.reconnect_max_tries,
         )
         ticker.on_ticks = self._ticks
+        ticker.on_noreconnect = self._gave_up
         ticker.on_open = self._opened
         ticker.on_close = self._closed
         ticker.on_error = self._errored
@@ -76,6 +80,7 @@ class KiteStream:
     def stop(self) -> None:
         reactor = _reactor()
 
+        self._stopped = True
         if self._ticker is not None:
             reactor.callFromThread(self._ticker.close)
 
@@ -105,6 +110,27 @@ class KiteStream:
         except Exception:
             self.callback_errors += 1
             log.exception("kite stream: could not refresh the token before reconnecting")
+
+    def _gave_up(self, ws: Any) -> None:
+        """The SDK stops reconnecting after its tries (a login that came late, a long outage): without ticks
+        there are no bars and no exits, so start a new connection (with the token read afresh) after a pause,
+        for as long as the stream is wanted."""
+        if self._stopped:
+            return
+        delay = self._config.reconnect_max_delay_seconds
+        log.error("kite stream: reconnection attempts exhausted; a new connection in %s s", delay)
+        _reactor().callLater(delay, self._restart)
+
+    def _restart(self) -> None:
+        if self._stopped:
+            return
+        self.restarts += 1
+        try:
+            self.start(self._tokens)
+        except Exception:
+            self.callback_errors += 1
+            log.exception("kite stream: a new connection could not be started; trying again")
+            _reactor().callLater(self._config.reconnect_max_delay_seconds, self._restart)
 
     def _errored(self, ws: Any, code: Any, reason: Any) -> None:
         log.warning("kite stream error code=%s", code)

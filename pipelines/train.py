@@ -71,8 +71,13 @@ class TrainingData:
                 raise DataQualityError(f"{name} shape {value.shape} must be ({n},)")
         if not np.isin(self.labels, (0, 1, 2)).all():
             raise DataQualityError(f"labels must be in {{0, 1, 2}} ({', '.join(CLASSES)}); drop unknown rows first")
-        if not np.isfinite(self.features).all():
-            raise DataQualityError("features hold NaN or infinite values; drop warm-up rows first")
+        bad = ~np.isfinite(self.features)
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            name = self.feature_names[column]
+            raise DataQualityError(
+                f"features hold NaN or infinite values ({int(bad.sum())} cells; first: feature {name!r} at row "
+                f"{row} = {float(self.features[row, column])!r}); drop warm-up rows first")
 
     def returns_for_trading(self) -> FloatArray:
         # With a one-bar horizon the label's forward return is exactly the next-bar return.

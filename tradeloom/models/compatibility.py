@@ -53,7 +53,8 @@ def parse_card(raw: dict[str, object]) -> ModelCard:
         return ModelCard.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        raise ModelRefusedError(f"model card invalid: {first['loc']}: {first['msg']}") from error
+        raise ModelRefusedError(
+            f"model card invalid: {first['loc']} = {first.get('input')!r}: {first['msg']}") from error
 
 
 def check_compatible(card: ModelCard, feature_names: tuple[str, ...] | list[str], spec_hash: str) -> None:

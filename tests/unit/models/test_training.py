@@ -110,3 +110,15 @@ def test_onnx_export_real_daily_bars_matches_native_to_1e5(aapl_bars: dict[str, 
         native = outcome.final.predict_raw(data.features, rows)
         exported = scorer.raw_probabilities(outcome.final.onnx_input(data.features, rows))
         assert np.max(np.abs(native - exported)) < 1e-5, kind
+
+
+def test_training_data_with_a_nan_feature_names_the_feature_the_row_and_the_value() -> None:
+    from dataclasses import replace
+
+    from tradeloom.errors import DataQualityError
+
+    data = planted_data()
+    features = data.features.copy()
+    features[7, 1] = np.nan
+    with pytest.raises(DataQualityError, match=rf"1 cells; first: feature '{data.feature_names[1]}' at row 7 = nan"):
+        replace(data, features=features)

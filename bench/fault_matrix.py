@@ -60,6 +60,10 @@ class FaultRun:
 # Placements are armed up front, one fault every few placements: each placement is a single attempt (never
 # retried blindly), so the schedule needs no pause, and a fast replay cannot end before the last one fires.
 PLACEMENTS_BETWEEN_FAULTS = 2
+# Reads and cancellations are retried with a bounded back-off: each fault after the first lets this many
+# requests through first, so one retry chain never meets two faults in a row (on a busy host the next fault
+# was armed inside the back-off, and start-up reconciliation gave up: the exit a broker that is down gets).
+REQUESTS_BETWEEN_RETRIED_FAULTS = 1
 
 
 def _inject(server: FakeKiteServer, stop: threading.Event, spacing: float) -> list[tuple[str, Fault]]:
@@ -81,7 +85,7 @@ def _inject(server: FakeKiteServer, stop: threading.Event, spacing: float) -> li
                 del queues[operation]
                 continue
             fault = queues[operation].pop(0)
-            server.faults.arm(operation, fault)
+            server.faults.arm(operation, fault, after=REQUESTS_BETWEEN_RETRIED_FAULTS if fired[operation] else 0)
             armed.append((operation, fault))
             waiting[operation] = (fault, fired[operation])
         stop.wait(spacing)

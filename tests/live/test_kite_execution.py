@@ -349,3 +349,27 @@ def test_kite_stop_resize_that_failed_is_retried_at_the_next_check_and_never_fli
     manager.poll()
     assert manager.orders[stop.client_order_id].state is OrderState.FILLED
     assert sum(p.quantity for p in kite.positions()) == 0
+
+
+def test_kite_fill_of_an_order_placed_between_the_reads_keeps_its_client_order_id(
+    kite: KiteBroker, intent: IntentFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kite's trades carry no tag: the adapter names each trade's order from the day's orders. An order placed
+    and filled while the adapter reads must never come back as a fill without its client order id (the order
+    manager records a fill id once: it would stay unattributed)."""
+    first = kite.place(intent(quantity=3))
+    late: list[str] = []
+    read_orders = kite._client.orders
+
+    def orders_then_a_new_fill() -> object:
+        answer = read_orders()
+        if not late:  # a fill lands at the broker just after the orders were read
+            late.append(kite.place(intent(quantity=4, key="NSE:TCS")).client_order_id or "")
+        return answer
+
+    monkeypatch.setattr(kite._client, "orders", orders_then_a_new_fill)
+    fills = kite.fills_today()
+    assert late and all(fill.client_order_id for fill in fills), fills
+    assert first.client_order_id in {fill.client_order_id for fill in fills}
+    monkeypatch.undo()
+    assert {fill.client_order_id for fill in kite.fills_today()} == {first.client_order_id, late[0]}

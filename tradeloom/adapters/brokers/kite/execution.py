@@ -194,8 +194,12 @@ class KiteBroker:
         return [parsing.parse_position(item) for item in payload["net"]]
 
     def fills_today(self) -> list[Fill]:
+        # Kite's trades carry no tag: trades first, then the orders that name them. An order placed and filled
+        # between the two reads is then in the orders and not yet in the trades (the next read has it); read the
+        # other way round, its trade came with no client order id, and was recorded so, once, for good.
+        trades = self._read("trades", self._client.trades)
         tags = {order.broker_order_id: order.client_order_id or "" for order in self.orders_today()}
-        return [parsing.parse_fill(item, tags) for item in self._read("trades", self._client.trades)]
+        return [parsing.parse_fill(item, tags) for item in trades]
 
     def funds(self) -> Funds:
         return parsing.parse_funds(self._read("margins", self._client.margins))

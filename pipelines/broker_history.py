@@ -81,8 +81,8 @@ def ingest_spool(db: Database, path: Path, source: str, timeframe: Timeframe = T
     batch = read_spool(path, source=source, timeframe=timeframe)
     if len(batch.bars) == 0:
         return {"rows": 0, "ingest_batch_id": None, "inserted": 0, "updated": 0, "unchanged": 0, "quarantined": 0,
-                "table": timeframe.table, "source": source}
+                "not_closed": 0, "table": timeframe.table, "source": source}
     report = ingest(batch, db)
     return {"rows": len(batch.bars), "ingest_batch_id": report.ingest_batch_id, "inserted": report.inserted,
             "updated": report.updated, "unchanged": report.unchanged, "quarantined": report.quarantined,
-            "table": report.table, "source": source}
+            "not_closed": report.not_closed, "table": report.table, "source": source}

@@ -174,6 +174,8 @@ def _run_ingest(batch: SourceBatch, register: bool) -> None:
     console.print(line)
     for reason, count in sorted(report.quarantined_by_reason.items()):
         console.print(f"  quarantined {count:>6} × {reason}")
+    if report.not_closed:
+        console.print(f"  left out   {report.not_closed:>6} × bar still forming (a later run lands it final)")
 
 
 @ingest_app.command("bundled")

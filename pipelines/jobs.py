@@ -130,7 +130,8 @@ def ingest_interval(logical: str, minutes: int, source: str = "synthetic", spool
     report = ingest(batch, _database(), register_instruments=True)
     return {"rows": int(np.count_nonzero(keep)), "start": start.isoformat(), "end": end.isoformat(),
             "ingest_batch_id": report.ingest_batch_id, "inserted": report.inserted, "updated": report.updated,
-            "unchanged": report.unchanged, "quarantined": report.quarantined, "table": report.table}
+            "unchanged": report.unchanged, "quarantined": report.quarantined, "table": report.table,
+            "not_closed": report.not_closed}
 
 
 def validate_interval(table: str, logical: str, minutes: int) -> dict[str, Any]:

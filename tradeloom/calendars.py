@@ -52,6 +52,12 @@ def expected_bar_times(
     return np.unique(np.asarray(out, dtype=np.int64))
 
 
+def session_close_ns(instrument: Instrument, trading_date: date) -> int:
+    """UTC epoch-ns of the instrument's session close on `trading_date`: when its daily bar is final."""
+    closes = datetime.combine(trading_date, instrument.session_close, tzinfo=ZoneInfo(instrument.timezone))
+    return int(closes.timestamp()) * NS
+
+
 def count_gaps(present_ns: npt.NDArray[np.int64], expected_ns: npt.NDArray[np.int64]) -> tuple[int, int]:
     """(missing bars, runs of consecutive missing bars) between the first and last present bar."""
     if present_ns.size == 0:

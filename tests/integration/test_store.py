@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from pipelines.ingest import ingest
 from tradeloom.adapters.db import Database, migrate
 from tradeloom.adapters.sources import SourceBatch, bundled_batches, read_file, synthetic_batch
-from tradeloom.domain import Timeframe
+from tradeloom.domain import Instrument, Timeframe
 from tradeloom.errors import DatabaseUnavailableError, InputError
 from tradeloom.quality import BarColumns
 
@@ -273,3 +274,39 @@ def test_instrument_without_minute_bars_can_be_deleted(clean_db: Database) -> No
         cur.execute("delete from bars_1m")
         cur.execute("delete from instruments where symbol = 'SYN000'")
         assert cur.rowcount == 1
+
+
+def test_ingest_leaves_a_still_forming_minute_bar_out_and_a_later_run_lands_it(clean_db: Database) -> None:
+    """A source's history includes the current minute (Kite does): its close is not final. It is left out,
+    not stored and not quarantined; the run after the minute ends lands it."""
+    batch = synthetic_batch(1, 1, seed=5)
+    stamps = batch.bars.bar_at
+    now = int(stamps[10]) + 30 * 1_000_000_000  # half-way through bar 10
+    first = ingest(batch, clean_db, register_instruments=True, now_ns=now)
+    # Bars 0-9 ended; 10 is forming, 11 opens within the future-timestamp tolerance (forming too); the rest
+    # lie in the future and are quarantined as such.
+    assert (first.inserted, first.not_closed) == (10, 2)
+    assert first.quarantined_by_reason == {"future_timestamp": len(stamps) - 12}
+    assert _count(clean_db, "select count(*) from bars_1m") == 10
+    assert _count(clean_db, "select count(*) from quarantine") == len(stamps) - 12
+    later = ingest(batch, clean_db, now_ns=int(stamps[-1]) + 60 * 1_000_000_000)
+    assert (later.inserted, later.unchanged, later.not_closed) == (len(stamps) - 10, 10, 0)
+
+
+def test_ingest_leaves_todays_daily_bar_out_until_the_instruments_session_closes(clean_db: Database) -> None:
+    """A daily bar (stamped 00:00 UTC of its date) is final at its exchange's close: 15:30 IST for NSE."""
+    nse = Instrument(exchange="NSE", symbol="DAYTEST", currency="INR", timezone="Asia/Kolkata",
+                     session_open=time(9, 15), session_close=time(15, 30), calendar="XBOM")
+    day = datetime(2026, 12, 3, tzinfo=UTC)
+    stamps = np.array([int(day.timestamp()) - 86_400, int(day.timestamp())], dtype=np.int64) * 1_000_000_000
+    bars = BarColumns(np.array([nse.key] * 2, dtype=object), stamps, np.array([100.0, 101.0]),
+                      np.array([102.0, 103.0]), np.array([99.0, 100.0]), np.array([101.0, 102.0]),
+                      np.array([1e5, 1e5]))
+    batch = SourceBatch("kite:history", Timeframe.DAY, bars, instruments=(nse,))
+    at_1430_ist = int(datetime(2026, 12, 3, 9, 0, tzinfo=UTC).timestamp()) * 1_000_000_000
+    forming = ingest(batch, clean_db, register_instruments=True, now_ns=at_1430_ist)
+    assert (forming.inserted, forming.not_closed, forming.quarantined) == (1, 1, 0)
+    at_1545_ist = int(datetime(2026, 12, 3, 10, 15, tzinfo=UTC).timestamp()) * 1_000_000_000
+    closed = ingest(batch, clean_db, now_ns=at_1545_ist)
+    assert (closed.inserted, closed.unchanged, closed.not_closed) == (1, 1, 0)
+    assert _count(clean_db, "select count(*) from bars_1d") == 2

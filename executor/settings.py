@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tradeloom.adapters.brokers.fyers.config import FyersConfig
 from tradeloom.adapters.brokers.kite.config import KiteConfig
-from tradeloom.engine.config import BrokerConfig, EngineConfig
+from tradeloom.engine.config import BrokerConfig, EngineConfig, check_costs_fit_product
 from tradeloom.errors import ConfigError
 from tradeloom.settings import project_root
 
@@ -81,6 +81,7 @@ class ExecutorSettings(BaseSettings):
                 "broker='fyers' needs the fyers settings (client_id, secret_key, token_file or access_token)")
         if self.trading_mode is TradingMode.LIVE and self.model.startswith("baseline:"):
             raise ConfigError(f"trading_mode='live' needs a registered model, got model={self.model!r}")
+        check_costs_fit_product(self.engine.product, self.paper.costs)
         return self
 
     @property

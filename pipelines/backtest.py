@@ -30,6 +30,7 @@ from tradeloom.engine import (
     Universe,
     step,
 )
+from tradeloom.engine.config import check_costs_fit_product
 from tradeloom.engine.kernels import round_trips_kernel
 from tradeloom.engine.metrics import Metrics, Trade, compute_metrics
 from tradeloom.engine.montecarlo import bootstrap_trades
@@ -128,6 +129,7 @@ def run_backtest(
     """
     engine_config = engine_config or EngineConfig()
     broker_config = broker_config or BrokerConfig()
+    check_costs_fit_product(engine_config.product, broker_config.costs)
     n_bars, n = data.close.shape
     if probabilities.shape != (n_bars, n, 3):
         raise InputError(f"probabilities must have shape {(n_bars, n, 3)}, got {probabilities.shape}")

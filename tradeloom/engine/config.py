@@ -155,3 +155,18 @@ class BrokerConfig(_Frozen):
     # A buy the cash cannot cover at the fill price: refuse it (as a broker does) or shrink it.
     insufficient_cash: Literal["reject", "reduce"] = "reject"
     allow_short: bool = False
+
+
+# The NSE cost models are per product: intraday (MIS) and delivery (CNC) pay different STT and stamp duty.
+_PRESET_PRODUCT = {"nse_equity_intraday": ProductType.INTRADAY, "nse_equity_delivery": ProductType.DELIVERY}
+
+
+def check_costs_fit_product(product: ProductType, costs: CostConfig) -> None:
+    """Refuse an NSE cost model charged on the other product: delivery trades charged intraday STT (0.025% on
+    sells) understate costs fourfold on a round trip; intraday ones charged delivery STT overstate them."""
+    charged_as = _PRESET_PRODUCT.get(costs.name)
+    if charged_as is not None and charged_as is not product:
+        wanted = next(name for name, kind in _PRESET_PRODUCT.items() if kind is product)
+        raise ConfigError(f"costs {costs.name!r} are the {charged_as.value} charges but product is "
+                          f"{product.value!r}: use costs {wanted!r} or product {charged_as.value!r}")
+

@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tradeloom.domain import Side
-from tradeloom.engine import CostConfig, SignalConfig, SizingConfig, cost_preset
-from tradeloom.engine.config import ExecutionConfig
+from pipelines.backtest import MarketData, run_backtest
+from tradeloom.domain import ProductType, Side
+from tradeloom.engine import BrokerConfig, CostConfig, EngineConfig, SignalConfig, SizingConfig, Universe, cost_preset
+from tradeloom.engine.config import ExecutionConfig, check_costs_fit_product
 from tradeloom.engine.costs import execution_price, fees
 from tradeloom.engine.execution import slice_schedule
 from tradeloom.engine.signals import entry_candidates, exit_wanted, signals_by_numpy, signals_from_probabilities
@@ -47,6 +48,25 @@ def test_execution_price_buy_pays_half_spread_slippage_and_impact() -> None:
 def test_cost_preset_unknown_name_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="nse_equity_delivery"):
         cost_preset("nse_futures")
+
+
+def test_nse_cost_model_charged_on_the_other_product_is_refused_naming_both() -> None:
+    check_costs_fit_product(ProductType.INTRADAY, cost_preset("nse_equity_intraday"))
+    check_costs_fit_product(ProductType.DELIVERY, cost_preset("nse_equity_delivery"))
+    check_costs_fit_product(ProductType.DELIVERY, cost_preset("us_equity_retail"))  # not product-specific
+    with pytest.raises(ConfigError, match=r"costs 'nse_equity_intraday' .* product is 'delivery'.*"
+                                          r"use costs 'nse_equity_delivery'"):
+        check_costs_fit_product(ProductType.DELIVERY, cost_preset("nse_equity_intraday"))
+    with pytest.raises(ConfigError, match="use costs 'nse_equity_intraday' or product 'delivery'"):
+        check_costs_fit_product(ProductType.INTRADAY, cost_preset("nse_equity_delivery"))
+
+
+def test_backtest_refuses_delivery_positions_charged_intraday_costs() -> None:
+    data = MarketData(Universe.simple(["NSE:INFY"], 0.05), np.arange(3, dtype=np.int64), *([np.ones((3, 1))] * 5))
+    probabilities = np.full((3, 1, 3), 1 / 3)
+    with pytest.raises(ConfigError, match="nse_equity_intraday"):
+        run_backtest(data, probabilities, engine_config=EngineConfig(product=ProductType.DELIVERY),
+                     broker_config=BrokerConfig(costs=cost_preset("nse_equity_intraday")))
 
 
 def test_signals_threshold_and_margin_pick_direction() -> None:

@@ -339,6 +339,32 @@ class ExecutorService:
             restored += 1
         return restored
 
+    def warm_up_from_database(self, until_ns: int, warmup_bars: int | None = None) -> int:
+        """Restore the online features and the scorers' windows from the last `warmup_bars` stored bars before
+        `until_ns`, back-adjusted for splits as the training data is: start-up, before the first decision (in
+        replay and live alike). Returns the bars fed; none once this process has seen bars."""
+        warm = self.settings.warmup_bars if warmup_bars is None else warmup_bars
+        if not warm or self.trader.bars_done or self.features.bar_count.max():
+            return 0
+        # Far enough back to find `warm` bars across a weekend and a holiday (an overnight gap alone is 17.75
+        # hours on NSE: 3x the bars' span from a session's open reached none of the previous session).
+        lookback_ns = max(warm * self.timeframe.seconds * 3, 7 * 86_400) * NS
+        conn = self._connect()
+        try:
+            history = load_bar_matrix(conn, self.timeframe, self.keys, until_ns - lookback_ns, until_ns)
+        finally:
+            conn.close()
+        keep = slice(max(len(history.bar_at_ns) - warm, 0), None)
+        self.warm_up(BarMatrix(history.keys, history.bar_at_ns[keep], history.open[keep], history.high[keep],
+                               history.low[keep], history.close[keep], history.volume[keep]))
+        fed = len(history.bar_at_ns[keep])
+        log.info("online features warmed up from %d stored bars before %s", fed,
+                 datetime.fromtimestamp(until_ns / NS, tz=UTC).isoformat())
+        if fed < warm:
+            log.warning("only %d of the %d warm-up bars are stored: features with longer windows start partial",
+                        fed, warm)
+        return fed
+
     def warm_up(self, matrix: BarMatrix) -> None:
         """Feed bars before the session into the online features and the scorer, without trading."""
         traders = [self.trader] + ([self.shadow] if self.shadow is not None else [])
@@ -387,16 +413,9 @@ class ExecutorService:
         try:
             gate = self.settings.require_validated if require_validated is None else require_validated
             matrix = load_bar_matrix(conn, self.timeframe, self.keys, start_ns, end_ns, require_validated=gate)
-            warm = warmup_bars if warmup_bars is not None else self.settings.warmup_bars
-            if warm and self.trader.bars_done == 0 and self.features.bar_count.max() == 0:
-                history = load_bar_matrix(conn, self.timeframe, self.keys, start_ns - warm * self.timeframe.seconds
-                                          * NS * 3, start_ns)
-                keep = slice(max(len(history.bar_at_ns) - warm, 0), None)
-                self.warm_up(BarMatrix(history.keys, history.bar_at_ns[keep], history.open[keep],
-                                       history.high[keep], history.low[keep], history.close[keep],
-                                       history.volume[keep]))
         finally:
             conn.close()
+        self.warm_up_from_database(start_ns, warmup_bars)
         summary = ReplaySummary(reconcile=dict(self.reconcile_report))
         positions, cash, _ = self.trader.portfolio()
         summary.start_equity = cash + float(np.nansum(positions * np.nan_to_num(matrix.close[0]))) if len(
@@ -445,6 +464,7 @@ class ExecutorService:
         feed = self.feed or (self.broker if isinstance(self.broker, MarketDataBroker) else None)
         if feed is None:
             raise ConfigError("live trading needs a market data feed (broker 'kite' or a feed=...)")
+        self.warm_up_from_database(clock())
         feed.stream(self.keys, on_order=self._inbox.put, on_tick=self._inbox.put)
         self._install_signals()
         _notify("READY=1")

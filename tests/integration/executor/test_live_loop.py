@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from tradeloom.adapters.db import Database
 from tradeloom.adapters.store import load_bar_matrix
 from tradeloom.broker import OrderCallback, Tick, TickCallback
 from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderState, OrderType, Side, Timeframe
+from tradeloom.features.online import OnlineFeatureEngine
 
 NS = 1_000_000_000
 OPEN = DAY2.replace(hour=3, minute=45)  # 09:15 IST
@@ -131,3 +133,54 @@ def test_sigusr1_engages_the_kill_switch_at_the_loops_next_pass_not_inside_the_h
             signal.signal(sig, handler)
         service.close()
 
+
+
+def test_live_start_warms_the_features_from_stored_bars_back_adjusted_for_a_split(
+    market: Database, executor_settings: Callable[..., ExecutorSettings]
+) -> None:
+    """Before the first live decision the online features hold the last `warmup_bars` stored bars (the whole
+    previous session, across the overnight gap), back-adjusted: a 2-for-1 split effective today does not look
+    like a 50% crash at the first live bar."""
+    split_key = KEYS[0]
+    with market.transaction(market.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("update bars_1m set open = open / 2, high = high / 2, low = low / 2, close = close / 2"
+                    " where instrument_id = (select instrument_id from instruments where exchange || ':' || symbol"
+                    " = %s) and bar_at >= %s", (split_key, DAY2))
+        cur.execute("insert into corporate_actions (instrument_id, ex_at, action, split_ratio)"
+                    " select instrument_id, %s, 'split', 2 from instruments where exchange || ':' || symbol = %s",
+                    (DAY2, split_key))
+    open_ns = int(OPEN.timestamp() * NS)
+    with market.transaction() as conn:
+        history = load_bar_matrix(conn, Timeframe.MINUTE, KEYS, open_ns - 86_400 * NS, open_ns + 60 * NS)
+    previous_session = history.bar_at_ns < open_ns
+    service = ExecutorService(executor_settings("warm", trading_mode=TradingMode.PAPER, warmup_bars=200),
+                              feed=ScriptedFeed())
+    service.start()
+    assert service.warm_up_from_database(open_ns) == 200
+    assert service.warm_up_from_database(open_ns) == 0  # once per process
+    assert int(service.features.last_bar_at.max()) == int(history.bar_at_ns[previous_session][-1])
+    reference = OnlineFeatureEngine(tuple(KEYS), "1m")
+    for t in np.flatnonzero(previous_session)[-200:]:
+        reference.step(int(history.bar_at_ns[t]), history.open[t], history.high[t], history.low[t],
+                       history.close[t], history.volume[t])
+    first = int(np.flatnonzero(~previous_session)[0])
+    bar = (int(history.bar_at_ns[first]), history.open[first], history.high[first], history.low[first],
+           history.close[first], history.volume[first])
+    live, expected = service.features.step(*bar), reference.step(*bar)
+    np.testing.assert_array_equal(live, expected)
+    ret_1 = live[:, service.features.spec.names.index("ret_1")]
+    assert np.all(np.abs(ret_1) < 0.05), ret_1  # not the -50% of unadjusted prices across the split
+    service.close()
+    # `run_live` itself warms up before it streams.
+    live_run = ExecutorService(executor_settings("warm-run", trading_mode=TradingMode.PAPER, warmup_bars=200),
+                               feed=ScriptedFeed())
+    live_run.start()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    try:
+        ticks = itertools.count(open_ns, NS)  # a clock a second further on each call: one pass, then stop
+        live_run.run_live(clock=lambda: next(ticks), max_seconds=0.5)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        live_run.close()
+    assert int(live_run.features.bar_count.max()) == 200

@@ -105,10 +105,24 @@ def _bars(db: Any, instrument_id: int, timeframe: str) -> dict[str, Any]:
         )
         rows = cur.fetchall()
         splits = load_splits(conn, [instrument_id]).get(instrument_id, [])
+        # Days the data gate failed are never trained on (the marts see passed days only; the built-in
+        # features, used before the marts are built, at least never see a failed one).
+        cur.execute("select (day - date '1970-01-01') from data_gate where target_table = %s and instrument_id = %s"
+                    " and status = 'failed'", (table, instrument_id))
+        failed_days = np.array([int(row[0]) for row in cur.fetchall()], dtype=np.int64)
     if not rows:
         raise DataQualityError(f"no {timeframe} bars for instrument_id {instrument_id}: ingest them first")
-    columns = np.array(rows, dtype=np.float64)
     bar_at = np.array([row[0] for row in rows], dtype=np.int64) * 1000
+    if failed_days.size:
+        passed = ~np.isin(bar_at // (86_400 * 1_000_000_000), failed_days)
+        log.info("training data for instrument_id %s leaves out %d bars on %d days the data gate failed",
+                 instrument_id, int((~passed).sum()), failed_days.size)
+        rows = [row for row, keep in zip(rows, passed.tolist(), strict=True) if keep]
+        bar_at = bar_at[passed]
+        if not rows:
+            raise DataQualityError(f"every {timeframe} bar of instrument_id {instrument_id} is on a day the data "
+                                   "gate failed: fix the data and validate again")
+    columns = np.array(rows, dtype=np.float64)
     # Back-adjusted for splits, as the feature marts are (int_bars_adjusted): features, labels and the
     # backtest of the trained model see one price series.
     prices, volume = back_adjust(bar_at, columns[:, 1:5], columns[:, 5], splits)

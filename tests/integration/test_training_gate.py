@@ -37,5 +37,5 @@ def test_bars_on_a_day_the_gate_failed_are_left_out_of_the_training_data(clean_d
     assert kept_days == {days[0], days[2]}
     assert len(bars["close"]) == int(np.count_nonzero(batch.bars.bar_at // DAY_NS != days[1]))
     _fail_days(clean_db, [days[0], days[2]])
-    with pytest.raises(DataQualityError, match="every 1m bar of instrument_id .* the data gate failed"):
+    with pytest.raises(DataQualityError, match=r"every 1m bar of instrument_id .* the data gate failed"):
         _bars(clean_db, _instrument_id(clean_db, key), "1m")

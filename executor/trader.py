@@ -272,21 +272,25 @@ class Trader:
         """Send cancels then intents, journal the decision with its lineage, persist the engine state; the
         decision record (audit) is formatted after the orders are out, and the bar ends with a journal sync so
         that the next order's write-ahead sync has only that order's records to flush."""
-        lineage = Lineage(
-            strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns, model_name=self.scorer.name,
-            model_version=self.scorer.version,
-            feature_snapshot_hash=feature_snapshot_hash(matrix),
-        )
+        def lineage_of_bar() -> Lineage:
+            return Lineage(strategy=self.config.strategy, mode=self.mode, bar_at_ns=bar.bar_at_ns,
+                           model_name=self.scorer.name, model_version=self.scorer.version,
+                           feature_snapshot_hash=feature_snapshot_hash(matrix))
+
+        intents = [intent for intent in result.intents
+                   if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)]
+        # The feature hash is taken before the orders only when there are orders (they carry it).
+        lineage = lineage_of_bar() if intents else None
         # The records after each order's write-ahead sync (sent, acknowledged) and those of the cancels (the
         # broker holds their outcome) are written once all are out.
         with self.journal.deferred():
             for client_id in getattr(result, "cancels", ()):  # the portfolio step sends market orders only
                 self.orders.cancel(client_id)
-            self.orders.submit_all([intent for intent in result.intents
-                                    if not (intent.purpose is IntentPurpose.ENTRY and self.entries_paused)],
-                                   lineage)
+            if lineage is not None:
+                self.orders.submit_all(intents, lineage)
             # Bar close -> every intent handed to the broker port (what the latency benchmark measures).
             self.last_decision_seconds = time.perf_counter() - started
+        lineage = lineage or lineage_of_bar()
         # The decision record is audit, written off the order path: each order carries the same lineage and
         # was made durable before it was sent; this record becomes durable with the next sync.
         self.journal.record_decision(lineage, record(), bar.source)

@@ -7,6 +7,7 @@ the store; `demo_train` is the lead's demo hook.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import subprocess
@@ -69,8 +70,12 @@ class TrainingData:
             value = getattr(self, name)
             if value is not None and value.shape != (n,):
                 raise DataQualityError(f"{name} shape {value.shape} must be ({n},)")
-        if not np.isin(self.labels, (0, 1, 2)).all():
-            raise DataQualityError(f"labels must be in {{0, 1, 2}} ({', '.join(CLASSES)}); drop unknown rows first")
+        unknown = ~np.isin(self.labels, (0, 1, 2))
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise DataQualityError(f"labels must be in {{0, 1, 2}} ({', '.join(CLASSES)}): {int(unknown.sum())} "
+                                   f"are not; first: row {row} holds {self.labels[row].item()!r}; drop unknown rows "
+                                   "first")
         bad = ~np.isfinite(self.features)
         if bad.any():
             row, column = (int(i) for i in np.argwhere(bad)[0])
@@ -119,6 +124,7 @@ class TrainResult:
     champion_version: str | None = None
     baseline_fold_trading: dict[str, list[TradingMetrics]] = field(default_factory=dict)
     baseline_equity: dict[str, FloatArray] = field(default_factory=dict)
+    evaluation: dict[str, str] = field(default_factory=dict)
 
     def comparison_rows(self) -> list[dict[str, Any]]:
         """The side-by-side out-of-sample table: models and baselines on the same test rows, after costs."""
@@ -240,6 +246,7 @@ def train(data: TrainingData, config: TrainConfig, target: Any | None = None, *,
     oos_window = f"{_stamp(int(data.timestamps_ns[test_rows[0]]))}..{_stamp(int(data.timestamps_ns[test_rows[-1]]))}"
     baselines = baselines_through_engine(data, market, folds, config)
     result = TrainResult(config=config, folds=folds, test_rows=test_rows, oos_window=oos_window, outcomes=outcomes,
+                         evaluation=evaluation_settings(config, data, test_rows),
                          baselines={name: run.metrics for name, run in baselines.items()},
                          trading_source=TRADING_SOURCE, lineage=lineage,
                          baseline_fold_trading={name: run.fold_metrics for name, run in baselines.items()},
@@ -249,6 +256,19 @@ def train(data: TrainingData, config: TrainConfig, target: Any | None = None, *,
 
         log_and_register(result, data, target, with_artifacts=with_artifacts)
     return result
+
+
+def evaluation_settings(config: TrainConfig, data: TrainingData, test_rows: IntArray) -> dict[str, str]:
+    """What a version's out-of-sample metrics depend on besides the model: the gate compares two versions
+    only when every entry is equal (a changed annualisation alone scaled a Sharpe by 4.4x)."""
+    rows = hashlib.sha256(data.timestamps_ns[test_rows].tobytes() + data.labels[test_rows].tobytes()).hexdigest()
+    return {
+        "instrument": config.instrument, "timeframe": config.timeframe,
+        "labels": config.labels.model_dump_json(), "costs": config.costs.model_dump_json(),
+        "trading": config.trading.model_dump_json(), "periods_per_year": str(config.periods_per_year),
+        "walk_forward": config.walk_forward.model_dump_json(), "feature_spec_hash": data.spec_hash,
+        "test_rows": rows[:16],
+    }
 
 
 def gate_against_champion(target: Any, name: str, challenger: CandidateSummary, gate: GateConfig) -> GateDecision:

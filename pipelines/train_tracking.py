@@ -20,7 +20,7 @@ from tradeloom.adapters.registry import (
     set_alias,
 )
 from tradeloom.models.config import ModelKind
-from tradeloom.models.gate import CandidateSummary
+from tradeloom.models.gate import EVALUATION_TAG, CandidateSummary
 
 if TYPE_CHECKING:
     from pipelines.train import ModelOutcome, TrainingData, TrainResult
@@ -55,6 +55,7 @@ def _tags(result: TrainResult, outcome: ModelOutcome) -> dict[str, str]:
         "oos_log_loss": repr(outcome.oos_metrics.log_loss), "oos_accuracy": repr(outcome.oos_metrics.accuracy),
         "feature_spec_hash": result.lineage["feature_spec_hash"],
     })
+    tags.update({f"{EVALUATION_TAG}{key}": value for key, value in result.evaluation.items()})
     for number, metrics in enumerate(outcome.fold_metrics):
         tags[f"fold_{number}_log_loss"] = f"{metrics.log_loss:.5f}"
         tags[f"fold_{number}_balanced_accuracy"] = f"{metrics.balanced_accuracy:.5f}"
@@ -98,7 +99,8 @@ def log_and_register(result: TrainResult, data: TrainingData, target: RegistryTa
         outcome.version = register_version(target, name, logged.onnx_model_uri, logged.run_id, _tags(result, outcome))
         candidates.append((outcome, CandidateSummary(
             version=outcome.version, oos_window=result.oos_window, sharpe=outcome.trading.sharpe,
-            max_drawdown=outcome.trading.max_drawdown, log_loss=outcome.oos_metrics.log_loss)))
+            max_drawdown=outcome.trading.max_drawdown, log_loss=outcome.oos_metrics.log_loss,
+            evaluation=result.evaluation)))
     _gate_and_promote(result, target, name, candidates)
 
 

@@ -155,6 +155,10 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
     row_at = {int(ns): row for row, ns in enumerate(bars["bar_at"].tolist())}
     rows = np.array([row_at.get(int(ns), -1) for ns in matrix.bar_at_ns[keep]], dtype=np.int64)
     if keep.sum() < 50 or (rows < 0).any() or not np.isfinite(bars["close"][rows]).all():
+        missing = matrix.bar_at_ns[keep][rows < 0]
+        log.warning("feature marts not usable for instrument_id %s: %d complete rows (50 needed), %d mart rows "
+                    "without a stored bar%s", instrument_id, int(keep.sum()), int(missing.size),
+                    f" (first at {int(missing[0])} ns)" if missing.size else "")
         return None
     close = bars["close"][rows]
     next_return = np.concatenate([np.diff(np.log(close)), [np.nan]])
@@ -170,13 +174,28 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
     return data, config
 
 
+def batch_ids_tag(ids: list[int], limit: int = 4000) -> str:
+    """The ingest batch ids as an MLflow tag (values are capped): every id when they fit, else as many as fit,
+    cut at a comma, then how many more and a digest of the full list (never a cut-off number)."""
+    full = ",".join(str(b) for b in ids)
+    if len(full) <= limit:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:12]
+    head = full[: limit - 40].rsplit(",", 1)[0]
+    shown = head.count(",") + 1
+    return f"{head},(+{len(ids) - shown} more; sha256 {digest})"
+
+
 def load_training_data(db: Any, config: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     """The config's instrument from the store: dbt feature marts when built, else the built-in features."""
     instrument_id = _instrument_id(db, config.instrument)
     bars = _bars(db, instrument_id, config.timeframe)
     lineage = {"instrument": config.instrument, "timeframe": config.timeframe,
-               "ingest_batch_ids": ",".join(str(b) for b in bars["ingest_batch_ids"])[:4000]}
+               "ingest_batch_ids": batch_ids_tag(bars["ingest_batch_ids"])}
     marts = _from_feature_marts(db, config, instrument_id, bars, lineage)
     if marts is not None:
         return marts
+    log.warning("training %s on the built-in features (%s): the online engine's spec hash differs, so the executor"
+                " will refuse to serve this model; build the dbt feature marts (`tradeloom features build`) first",
+                config.instrument, FALLBACK_VERSION)
     return arrays_from_bars(bars, config, {**lineage, "features": FALLBACK_VERSION}), config

@@ -26,7 +26,7 @@ from tradeloom.models.compatibility import (
     check_policy_compatible,
     parse_card,
 )
-from tradeloom.models.gate import CandidateSummary
+from tradeloom.models.gate import EVALUATION_TAG, CandidateSummary
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -209,7 +209,9 @@ def candidate_summary(target: RegistryTarget, name: str, version: str) -> Candid
     tags = version_tags(target, name, version)
     try:
         return CandidateSummary(version=version, oos_window=tags["oos_window"], sharpe=float(tags["oos_sharpe"]),
-                                max_drawdown=float(tags["oos_max_drawdown"]), log_loss=float(tags["oos_log_loss"]))
+                                max_drawdown=float(tags["oos_max_drawdown"]), log_loss=float(tags["oos_log_loss"]),
+                                evaluation={key.removeprefix(EVALUATION_TAG): value for key, value in tags.items()
+                                            if key.startswith(EVALUATION_TAG)})
     except (KeyError, ValueError) as error:
         raise ConfigError(
             f"model {name} version {version} lacks gate tags (oos_window, oos_sharpe, oos_max_drawdown, "

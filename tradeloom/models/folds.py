@@ -35,8 +35,12 @@ def plan_folds(timestamps_ns: npt.NDArray[np.int64], config: TrainConfig) -> lis
     at least the effective purge (>= label horizon), and no row needs history before the first row."""
     if timestamps_ns.ndim != 1 or timestamps_ns.size == 0:
         raise ConfigError(f"timestamps must be a non-empty 1-d array, got shape {timestamps_ns.shape}")
-    if np.any(np.diff(timestamps_ns) <= 0):
-        raise ConfigError("timestamps must be strictly increasing (one instrument, time-ordered rows)")
+    steps = np.diff(timestamps_ns)
+    if np.any(steps <= 0):
+        row = int(np.flatnonzero(steps <= 0)[0]) + 1
+        raise ConfigError(f"timestamps must be strictly increasing (one instrument, time-ordered rows): row {row} "
+                          f"({int(timestamps_ns[row])}) does not come after row {row - 1} "
+                          f"({int(timestamps_ns[row - 1])})")
     segments, walk = config.segments, config.walk_forward
     purge = config.effective_purge
     first_train = max(int(np.searchsorted(timestamps_ns, day_ns(segments.train.start))), config.window - 1)

@@ -3,7 +3,7 @@ window by the configured margins. Pure comparison of recorded metrics; no I/O.""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from tradeloom.errors import ConfigError
 from tradeloom.models.config import GateConfig
@@ -22,6 +22,12 @@ class CandidateSummary(BaseModel):
     sharpe: float
     max_drawdown: float
     log_loss: float
+    # What the metrics were measured under (instrument, timeframe, labels, costs, trading rules, annualisation,
+    # walk-forward, feature spec, the test rows): metrics are comparable only when all of it is the same.
+    evaluation: dict[str, str] = Field(default_factory=dict)
+
+
+EVALUATION_TAG = "eval_"
 
 
 class GateCheck(BaseModel):
@@ -50,6 +56,16 @@ def decide(challenger: CandidateSummary, champion: CandidateSummary | None, gate
             promotable=False, checks=[],
             reason=(f"out-of-sample windows differ (champion {champion.oos_window}, challenger "
                     f"{challenger.oos_window}): retrain both on the same test segment to compare"),
+        )
+    differing = sorted(key for key in set(challenger.evaluation) | set(champion.evaluation)
+                       if challenger.evaluation.get(key) != champion.evaluation.get(key))
+    if differing:
+        shown = "; ".join(f"{key}: champion {champion.evaluation.get(key, '(not recorded)')!s:.120}, challenger "
+                          f"{challenger.evaluation.get(key, '(not recorded)')!s:.120}" for key in differing[:4])
+        return GateDecision(
+            promotable=False, checks=[],
+            reason=(f"evaluated under different settings, so the metrics do not compare ({shown}): retrain the "
+                    "challenger with the champion's evaluation settings, or retrain both"),
         )
     checks = [
         GateCheck(metric="sharpe after costs", champion=champion.sharpe, challenger=challenger.sharpe,

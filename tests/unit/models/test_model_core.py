@@ -178,6 +178,23 @@ def test_gate_different_oos_windows_refused() -> None:
     assert not decision.promotable and "windows differ" in decision.reason
 
 
+def test_gate_refuses_metrics_measured_under_other_evaluation_settings_naming_them() -> None:
+    """A Sharpe annualised over other periods, or after other costs, does not compare: a challenger better
+    only by its settings is not promoted; a version recorded without its settings does not compare either."""
+    settings = {"periods_per_year": "252", "costs": '{"cost_bps":5.0}', "instrument": "NASDAQ:AAPL"}
+    champion = _summary("1", 0.4, 0.2).model_copy(update={"evaluation": settings})
+    annualised = _summary("2", 7.9, 0.2).model_copy(
+        update={"evaluation": {**settings, "periods_per_year": "94500"}})
+    refused = decide(annualised, champion, GateConfig())
+    assert not refused.promotable
+    assert "periods_per_year: champion 252, challenger 94500" in refused.reason
+    assert "costs" not in refused.reason  # only what differs is named
+    unrecorded = decide(_summary("3", 7.9, 0.2), champion, GateConfig())
+    assert not unrecorded.promotable and "challenger (not recorded)" in unrecorded.reason
+    same = decide(_summary("4", 0.6, 0.2).model_copy(update={"evaluation": dict(settings)}), champion, GateConfig())
+    assert same.promotable
+
+
 CARD = ModelCard(name="m", kind="lstm", feature_names=("a", "b"), feature_spec_hash="h1", window=4)
 
 

@@ -122,3 +122,38 @@ def test_training_data_with_a_nan_feature_names_the_feature_the_row_and_the_valu
     features[7, 1] = np.nan
     with pytest.raises(DataQualityError, match=rf"1 cells; first: feature '{data.feature_names[1]}' at row 7 = nan"):
         replace(data, features=features)
+
+
+def test_training_data_with_an_unknown_label_names_the_row_and_the_value() -> None:
+    from dataclasses import replace
+
+    from tradeloom.errors import DataQualityError
+
+    data = planted_data()
+    labels = data.labels.copy()
+    labels[[4, 9]] = 7
+    with pytest.raises(DataQualityError, match=r"2 are not; first: row 4 holds 7"):
+        replace(data, labels=labels)
+
+
+def test_unordered_timestamps_name_the_rows_that_break_the_order() -> None:
+    from tradeloom.errors import ConfigError
+    from tradeloom.models.folds import plan_folds
+
+    data = planted_data()
+    stamps = data.timestamps_ns.copy()
+    stamps[5] = stamps[4]
+    with pytest.raises(ConfigError, match=rf"row 5 \({int(stamps[5])}\) does not come after row 4"):
+        plan_folds(stamps, small_config())
+
+
+def test_ingest_batch_lineage_tag_never_ends_in_a_cut_off_id() -> None:
+    from pipelines.training_data import batch_ids_tag
+
+    assert batch_ids_tag([3, 17, 250]) == "3,17,250"
+    tag = batch_ids_tag(list(range(1, 1201)))
+    assert len(tag) <= 4000
+    head, tail = tag.rsplit(",(+", 1)
+    ids = [int(part) for part in head.split(",")]
+    assert ids == list(range(1, len(ids) + 1))  # whole numbers, in order, none cut
+    assert tail.startswith(f"{1200 - len(ids)} more; sha256 ")

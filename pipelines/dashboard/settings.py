@@ -38,6 +38,10 @@ class DashboardSettings(BaseSettings):
     refresh_seconds: float = Field(default=2.0, gt=0)
     home: Path = Field(default_factory=lambda: project_root() / ".loom",
                        validation_alias=AliasChoices("TRADELOOM_DASHBOARD_HOME", "TRADELOOM_HOME"))
+    # The executor's home when it differs from this one (the systemd unit sets TRADELOOM_EXECUTOR_HOME): the
+    # control files must be the ones the executor watches, or a kill switch pressed here stops nothing.
+    executor_home: Path | None = Field(
+        default=None, validation_alias=AliasChoices("TRADELOOM_DASHBOARD_EXECUTOR_HOME", "TRADELOOM_EXECUTOR_HOME"))
     executor_state_root: Path | None = Field(
         default=None, validation_alias=AliasChoices("TRADELOOM_DASHBOARD_EXECUTOR_STATE_ROOT",
                                                     "TRADELOOM_EXECUTOR_STATE_ROOT"))
@@ -74,7 +78,7 @@ class DashboardSettings(BaseSettings):
 
     def state_dir(self, strategy: str) -> Path:
         """The executor's state directory for `strategy` (mirrors ExecutorSettings.state_dir)."""
-        return (self.executor_state_root or self.home / "executor") / strategy
+        return (self.executor_state_root or (self.executor_home or self.home) / "executor") / strategy
 
     def kill_switch_path(self, strategy: str) -> Path:
         return self.executor_kill_switch_file or self.state_dir(strategy) / "KILL"

@@ -133,7 +133,10 @@ def portfolio_step(config: RebalanceConfig, state: EngineState, inputs: Rebalanc
     # -- guards ------------------------------------------------------------------------------------------
     flatten = np.zeros(n, dtype=bool)
     block_all = False
-    ctx = context(base.astype(np.int64), inputs.cash)
+    # Cash a working buy will spend when it fills: the context folds pending into positions (pending = 0), so
+    # the budget must leave it out itself, as `step`'s cash rule does from its pending quantities.
+    committed = float(np.nansum(np.maximum(inputs.pending, 0) * close))
+    ctx = context(base.astype(np.int64), inputs.cash - committed)
     for guard in GUARDS:
         result = guard(ctx)
         if result.halt == "day" and not s.halted_for_day:
@@ -164,7 +167,9 @@ def portfolio_step(config: RebalanceConfig, state: EngineState, inputs: Rebalanc
     # Dust: skip small trades unless they close a position out.
     dust = np.abs(increase) * np.nan_to_num(close) < config.min_trade_fraction * equity
     increase[dust] = 0
-    small_trim = (np.abs(reduce) * np.nan_to_num(close) < config.min_trade_fraction * equity) & (desired != 0)
+    # A small reduction is skipped only when the position keeps its side: a flip always exits in full first.
+    small_trim = ((np.abs(reduce) * np.nan_to_num(close) < config.min_trade_fraction * equity) & (desired != 0)
+                  & (np.sign(desired) == np.sign(base)))
     reduce[small_trim] = 0
     after_reduce = base + reduce
 
@@ -177,7 +182,7 @@ def portfolio_step(config: RebalanceConfig, state: EngineState, inputs: Rebalanc
         quantity[:] = 0
     if quantity.any():
         proceeds = float(np.nansum(-reduce * close))
-        ctx = context(after_reduce.astype(np.int64), inputs.cash + proceeds)
+        ctx = context(after_reduce.astype(np.int64), inputs.cash - committed + proceeds)
         confidence = np.abs(np.nan_to_num(inputs.target_weights)) if inputs.target_weights is not None else np.ones(n)
         proposal = Proposal(side, quantity.copy(), confidence)
         quantity = _apply(session_window(ctx, proposal, quantity), quantity, keys, events)

@@ -136,3 +136,26 @@ def test_portfolio_step_on_a_state_without_a_returns_ring_trades_the_same() -> N
         results.append(portfolio_step(config, first.state, _inputs(weights * 0.5, [500, 600, 1000], 50_000.0, bar=2)))
     assert results[0].intents == results[1].intents
     assert results[0].state.returns.shape == (0, 3) and results[1].state.returns_count == 1
+
+
+def test_cash_a_working_buy_will_spend_is_not_spent_again() -> None:
+    """Cash 100k with a working buy of 900 A at 100 (90k): B's new buy gets the 10k left, not 100k again."""
+    universe = Universe.simple(("X:A", "X:B"))
+    risk = RiskConfig(max_position_fraction=1.0, max_gross_exposure=2.0, max_net_exposure=2.0, max_positions=None,
+                      daily_loss_limit=None, max_drawdown=None)
+    config = RebalanceConfig(risk=risk, cash_buffer=0.0, min_trade_fraction=0.0, rebalance_every=1)
+    close = np.array([100.0, 100.0])
+    result = portfolio_step(config, EngineState.initial(2, 100_000.0, 10), RebalanceInputs(
+        universe, 1, close, np.array([0, 0]), 100_000.0, np.array([900, 0]), np.array([0.9, 0.9])))
+    buys = sum(intent.quantity * 100.0 for intent in result.intents if intent.side is Side.BUY)
+    assert 0 < buys <= 10_000.0, [(i.instrument_key, i.side, i.quantity) for i in result.intents]
+
+
+def test_flipping_a_dust_position_exits_it_in_full_and_lands_on_the_target() -> None:
+    """Held +1 share (below the dust threshold), target short half the equity: the book ends at -500."""
+    risk = RiskConfig(max_position_fraction=0.5, max_positions=None, daily_loss_limit=None, max_drawdown=None)
+    config = RebalanceConfig(risk=risk, cash_buffer=0.0, min_trade_fraction=0.002, rebalance_every=1)
+    result = portfolio_step(config, EngineState.initial(1, 100_000.0, 10), RebalanceInputs(
+        Universe.simple(("X:A",)), 1, np.array([100.0]), np.array([1]), 99_900.0, np.array([0]), np.array([-0.5])))
+    after = 1 + sum(int(intent.side) * intent.quantity for intent in result.intents)
+    assert after == -500, [(intent.side, intent.quantity, intent.purpose) for intent in result.intents]

@@ -149,7 +149,7 @@ def validate(
     conn = db.connect()
     try:
         with conn:
-            run_id, quarantined, cells_passed, failed_days = _write_results(
+            run_id, quarantined, cells_passed, failed_days, status = _write_results(
                 conn, table=table, spec_time=spec.time_column, raw_columns=spec.raw_columns, frame=frame,
                 failing=failing, reasons=quarantine_reason, failed_checks=failed_checks, status=status,
                 summaries=summaries, start=start, end=end, ingest_batch_id=ingest_batch_id, docs=docs,
@@ -205,14 +205,36 @@ def _write_results(
     failing: npt.NDArray[np.bool_], reasons: npt.NDArray[np.object_], failed_checks: list[list[str]], status: str,
     summaries: tuple[ExpectationSummary, ...], start: datetime | None, end: datetime | None,
     ingest_batch_id: int | None, docs: Path | None, started_at: datetime,
-) -> tuple[int, int, int, tuple[tuple[int, str], ...]]:
-    """Record the run, quarantine and delete failing rows, upsert the gate cells: one transaction."""
+) -> tuple[int, int, int, tuple[tuple[int, str], ...], str]:
+    """Record the run, quarantine and delete failing rows, upsert the gate cells: one transaction. Returns the
+    run's status too: failed also when a day of it stays failed from an earlier run."""
     expectations = [
         {"check": s.check, "expectation": s.expectation, "columns": list(s.columns), "success": s.success,
          "unexpected_count": s.unexpected_count, "sample": list(s.sample)}
         for s in summaries
     ]
+    grouped = pd.DataFrame({
+        "instrument_id": frame["instrument_id"].to_numpy(),
+        "day": frame[spec_time].dt.tz_convert("UTC").dt.date.to_numpy() if len(frame) else [],
+        "failing": failing,
+    }).groupby(["instrument_id", "day"], sort=True)["failing"].any()
+    cells: list[tuple[int, date, bool]] = [
+        (int(key[0]), key[1], bool(bad)) for key, bad in grouped.items() if isinstance(key, tuple)
+    ]
     with conn.cursor() as cur:
+        # A cell an earlier run failed stays failed: its offending rows were quarantined and deleted, so a retry
+        # or the next run over the same day would pass on what is left. Re-ingesting the day's bars clears the
+        # mark (pipelines/ingest.py), and the next run judges the day afresh.
+        held: set[tuple[int, date]] = set()
+        if cells:
+            cur.execute("select instrument_id, day from data_gate g join unnest(%s::integer[], %s::date[]) as c(i, d)"
+                        " on g.instrument_id = c.i and g.day = c.d where g.target_table = %s and g.status = 'failed'",
+                        ([i for i, _, _ in cells], [day for _, day, _ in cells], table))
+            held = {(int(i), day) for i, day in cur.fetchall()}
+        if held and status == "passed":
+            log.warning("validation of %s: %d day(s) an earlier run failed stay failed (re-ingest them to clear)",
+                        table, len(held))
+            status = "failed"
         cur.execute(
             "insert into validation_runs (target_table, range_start_at, range_end_at, ingest_batch_id, status,"
             " expectations, rows_checked, rows_failed, data_docs_path, started_at, finished_at)"
@@ -247,14 +269,7 @@ def _write_results(
                 f" where t.instrument_id = d.instrument_id and t.{spec_time} = d.at",
                 (ids, stamps),
             )
-        grouped = pd.DataFrame({
-            "instrument_id": frame["instrument_id"].to_numpy(),
-            "day": frame[spec_time].dt.tz_convert("UTC").dt.date.to_numpy() if len(frame) else [],
-            "failing": failing,
-        }).groupby(["instrument_id", "day"], sort=True)["failing"].any()
-        cells: list[tuple[int, date, bool]] = [
-            (int(key[0]), key[1], bool(bad)) for key, bad in grouped.items() if isinstance(key, tuple)
-        ]
+        cells = [(i, day, bad or (i, day) in held) for i, day, bad in cells]
         gate_rows = [(table, i, day, "failed" if bad else "passed", run_id) for i, day, bad in cells]
         if gate_rows:
             psycopg2.extras.execute_values(
@@ -265,7 +280,7 @@ def _write_results(
                 gate_rows, page_size=1000,
             )
     failed_days = tuple((i, day.isoformat()) for i, day, bad in cells if bad)
-    return run_id, quarantined, len(gate_rows) - len(failed_days), failed_days
+    return run_id, quarantined, len(gate_rows) - len(failed_days), failed_days, status
 
 
 def committed_batches(db: Database, table: str) -> list[int]:

@@ -4,7 +4,7 @@ real and synthetic data pass, failing rows are quarantined and their days failed
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,11 @@ from pipelines.validate import (
     validate,
 )
 from tradeloom.adapters.db import Database
-from tradeloom.adapters.sources import EURUSD, bundled_batches, synthetic_batch
+from tradeloom.adapters.sources import EURUSD, SourceBatch, bundled_batches, synthetic_batch
 from tradeloom.adapters.store import upsert_instruments
+from tradeloom.domain import Timeframe
 from tradeloom.errors import DataQualityError
+from tradeloom.synthetic import minute_bars, synthetic_instruments
 
 # Two synthetic NSE-like instruments, three sessions from Monday 2024-01-01 (09:15–15:30 IST = 03:45–10:00 UTC).
 DAY2 = datetime(2024, 1, 2, tzinfo=UTC)
@@ -281,3 +283,30 @@ def test_demo_gate_passes_clean_batches_and_quarantines_the_broken_one(clean_db:
     assert "data gate SYNTH:BROKEN 2024-03-05: failed" in text and "2024-03-04: passed" in text
     docs = Path(lines[-1].split(": ", 1)[1])
     assert docs.name == "index.html" and docs.is_file()
+
+
+def test_a_day_that_failed_stays_failed_on_a_retry_until_its_bars_are_ingested_again(clean_db: Database) -> None:
+    """The first run quarantines and deletes the offending rows: a retry (Airflow retries the task) or the next
+    run would pass on what is left. The day stays failed; re-ingesting its bars clears the mark and the next
+    run judges it afresh."""
+    instrument = dataclasses.replace(synthetic_instruments(1)[0], symbol="SPIKE")
+    clean = minute_bars([instrument], days=2, seed=11, start=date(2024, 3, 4))
+    spiked = minute_bars([instrument], days=2, seed=11, start=date(2024, 3, 4))
+    spike = len(spiked) // 2 + 200
+    spiked.close[spike] *= 8.0
+    spiked.high[spike] = spiked.close[spike]
+    ingest(SourceBatch("t", Timeframe.MINUTE, spiked, instruments=(instrument,)), clean_db,
+           register_instruments=True)
+    start, end = datetime(2024, 3, 5, tzinfo=UTC), datetime(2024, 3, 5, 10, 30, tzinfo=UTC)  # the EOD run
+    with pytest.raises(ValidationFailed) as first:
+        validate(clean_db, "bars_1m", start, end, now=end)
+    assert first.value.report.rows_quarantined == 1
+    with pytest.raises(ValidationFailed) as retry:
+        validate(clean_db, "bars_1m", start, end, now=end)
+    assert retry.value.report.failed_days and retry.value.report.cells_passed == 0
+    with clean_db.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select status from data_gate where day = '2024-03-05'")
+        assert [row[0] for row in cur.fetchall()] == ["failed"]
+    ingest(SourceBatch("t-fixed", Timeframe.MINUTE, clean, instruments=(instrument,)), clean_db)  # the fix
+    fixed = validate(clean_db, "bars_1m", start, end, now=end)
+    assert fixed.status == "passed" and fixed.cells_passed == 1

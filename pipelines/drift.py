@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 Status = Literal["green", "amber", "red", "skipped"]
 SEVERITY: dict[str, int] = {"skipped": 0, "green": 1, "amber": 2, "red": 3}
-LIVE_MODES = ("paper", "live", "replay", "shadow")
+# The champion's own trading; a challenger's shadow journal (mode 'shadow') is judged apart (pipelines/shadow.py).
+LIVE_MODES = ("paper", "live", "replay")
 SCORE_COLUMN = "champion_score"
 
 

@@ -94,17 +94,18 @@ def gather(db: Database, day: date, settings: ReportSettings | None = None) -> D
     start, end = _day_bounds(day)
     summary = DailySummary(day=day, strategy=settings.strategy)
     with db.transaction() as conn, conn.cursor() as cur:
-        cur.execute("select equity, realized_pnl from equity_snapshots where strategy = %s and snapshot_at < %s "
-                    "order by snapshot_at desc limit 1", (settings.strategy, end))
+        cur.execute("select equity, realized_pnl from equity_snapshots where strategy = %s and mode <> 'shadow'"
+                    " and snapshot_at < %s order by snapshot_at desc limit 1", (settings.strategy, end))
         closing = cur.fetchone()
-        cur.execute("select equity from equity_snapshots where strategy = %s and snapshot_at < %s "
-                    "order by snapshot_at desc limit 1", (settings.strategy, start))
+        cur.execute("select equity from equity_snapshots where strategy = %s and mode <> 'shadow' and snapshot_at < %s"
+                    " order by snapshot_at desc limit 1", (settings.strategy, start))
         opening = cur.fetchone()
-        cur.execute("select state, count(*) from orders where strategy = %s and created_at >= %s "
-                    "and created_at < %s group by state order by state", (settings.strategy, start, end))
+        cur.execute("select state, count(*) from orders where strategy = %s and mode <> 'shadow' and created_at >= %s"
+                    " and created_at < %s group by state order by state", (settings.strategy, start, end))
         summary.orders_by_state = {str(state): int(count) for state, count in cur.fetchall()}
-        cur.execute("select count(*) from fills f join orders o using (client_order_id) where o.strategy = %s "
-                    "and f.filled_at >= %s and f.filled_at < %s", (settings.strategy, start, end))
+        cur.execute("select count(*) from fills f join orders o using (client_order_id) where o.strategy = %s"
+                    " and o.mode <> 'shadow' and f.filled_at >= %s and f.filled_at < %s",
+                    (settings.strategy, start, end))
         row = cur.fetchone()
         summary.fills = int(row[0]) if row else 0
         cur.execute(

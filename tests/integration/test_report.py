@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
 import pytest
 
-from pipelines.drift import DriftSettings, run_drift
-from pipelines.report import ReportSettings, send_report
+from pipelines.drift import DriftSettings, _performance, run_drift
+from pipelines.report import ReportSettings, gather, send_report
 from pipelines.smtp_capture import captured_smtp
 from tests.integration.monitoring_support import STRATEGY, clear_journal, load_aapl, write_journal
 from tradeloom.adapters.db import Database
@@ -91,3 +92,44 @@ def test_demo_report_saves_the_message_the_local_server_received(database: Datab
     message = BytesParser(policy=policy.default).parsebytes(received.read_bytes())
     assert message["To"] == "operator@localhost" and str(message["Subject"]).strip().startswith("[tradeloom] ")
     assert received.with_name(received.name.removeprefix("received_")).is_file()
+
+
+SHADOWED = "shadowed"
+
+
+def test_the_challengers_shadow_journal_stays_out_of_the_champions_report_and_drift(clean_db: Database) -> None:
+    """Champion (paper) and challenger (shadow) journal the same strategy: the email's PnL and orders and the
+    drift performance check are the champion's alone (the shadow is compared apart, pipelines/shadow.py)."""
+    db = clean_db
+    with db.transaction(db.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("truncate decisions, orders, fills, equity_snapshots, drift_runs cascade")
+        cur.execute("insert into instruments (exchange, symbol, segment, tick_size, lot_size, currency, timezone,"
+                    " session_open, session_close) values ('NSE','X','EQ',0.05,1,'INR','Asia/Kolkata','09:15','15:30')"
+                    " returning instrument_id")
+        iid = cur.fetchone()[0]  # type: ignore[index]
+        y_close, t_close = datetime(2026, 12, 3, 10, 0, tzinfo=UTC), datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+        for mode, (open_eq, close_eq) in {"paper": (100_000, 101_000), "shadow": (100_000, 90_000)}.items():
+            for at, eq in ((y_close, open_eq), (t_close, close_eq)):
+                cur.execute("insert into equity_snapshots (strategy, mode, snapshot_at, equity, cash, gross_exposure,"
+                            " net_exposure) values (%s, %s, %s, %s, %s, 0, 0)", (SHADOWED, mode, at, eq, eq))
+        for n in range(3):
+            cur.execute("insert into orders (client_order_id, broker, strategy, mode, instrument_key, side, quantity,"
+                        " order_type, product, purpose, state, created_at) values (%s,'paper',%s,'shadow','NSE:X',1,1,"
+                        "'market','CNC','entry','filled',%s)", (f"sh-{n}", SHADOWED, t_close))
+        # 30 daily bars; champion always right, challenger always wrong
+        for k in range(31):
+            cur.execute("insert into bars_1d (instrument_id, bar_at, open, high, low, close, volume, source) values "
+                        "(%s, %s, 100, 200, 50, %s, 1, 't')",
+                        (iid, datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=k), 100 + (k % 2) * 10))
+        for k in range(30):
+            up = 1 if k % 2 == 0 else -1
+            for mode, sig in (("paper", up), ("shadow", -up)):
+                rec = {"instruments": {"NSE:X": {"signal": sig, "confidence": 1.0}}}
+                cur.execute("insert into decisions (strategy, mode, bar_at, record) values (%s,%s,%s,%s)",
+                            (SHADOWED, mode, datetime(2026, 11, 1, tzinfo=UTC) + timedelta(days=k),
+                             json.dumps(rec)))
+    summary = gather(db, date(2026, 12, 4), ReportSettings(strategy=SHADOWED, mlflow_url="http://127.0.0.1:1"))
+    assert summary.pnl == 1000.0 and summary.orders_by_state == {}
+    performance = _performance(db, SHADOWED, "bars_1d", datetime(2026, 10, 1, tzinfo=UTC),
+                               datetime(2026, 12, 5, tzinfo=UTC), 252)
+    assert performance.evaluated == 30 and performance.accuracy == 1.0

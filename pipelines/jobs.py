@@ -20,7 +20,7 @@ from tradeloom.settings import PipelineSettings, project_root
 
 log = logging.getLogger(__name__)
 SYNTHETIC_EPOCH = date(2024, 1, 1)
-MAX_SYNTHETIC_DAYS = 800
+MAX_SYNTHETIC_DAYS = 1300  # sessions: to December 2028
 
 
 def _database() -> Database:
@@ -117,11 +117,16 @@ def ingest_interval(logical: str, minutes: int, source: str = "synthetic", spool
     if source != "synthetic":
         raise InputError(f"source={source!r}; expected 'synthetic', {' or '.join(repr(b) for b in BROKERS)}")
     settings = PipelineSettings()
-    days = min((end.date() - SYNTHETIC_EPOCH).days + 2, MAX_SYNTHETIC_DAYS)
-    if days <= 0:
+    if end.date() <= SYNTHETIC_EPOCH:
         return {"rows": 0, "start": start.isoformat(), "end": end.isoformat(), "ingest_batch_id": None}
     instruments = synthetic_instruments(settings.synthetic_instruments)
-    bars = minute_bars(instruments, days=days, seed=settings.synthetic_seed, start=SYNTHETIC_EPOCH)
+    # Always the whole series (about 1 s): a bar's values depend on how many sessions are drawn, so drawing
+    # only up to the interval gave every run different prices for the same minutes and rewrote history.
+    bars = minute_bars(instruments, days=MAX_SYNTHETIC_DAYS, seed=settings.synthetic_seed, start=SYNTHETIC_EPOCH)
+    if len(bars) and int(end.timestamp()) * 10**9 > int(bars.bar_at.max()) + 86_400 * 10**9:
+        last = datetime.fromtimestamp(int(bars.bar_at.max()) / 1e9, tz=UTC).date().isoformat()
+        raise InputError(f"logical date {logical!s}: the synthetic series ends on {last} ({MAX_SYNTHETIC_DAYS} "
+                         "sessions from 2024-01-01); ingest from a broker (source='kite' or 'fyers') instead")
     keep = (bars.bar_at >= int(start.timestamp()) * 10**9) & (bars.bar_at < int(end.timestamp()) * 10**9)
     if not keep.any():
         return {"rows": 0, "start": start.isoformat(), "end": end.isoformat(), "ingest_batch_id": None}

@@ -11,6 +11,7 @@ import numpy as np
 import psycopg2
 import pytest
 
+from pipelines import jobs
 from pipelines.ingest import ingest
 from tradeloom.adapters.db import Database, migrate
 from tradeloom.adapters.sources import SourceBatch, bundled_batches, read_file, synthetic_batch
@@ -310,3 +311,17 @@ def test_ingest_leaves_todays_daily_bar_out_until_the_instruments_session_closes
     closed = ingest(batch, clean_db, now_ns=at_1545_ist)
     assert (closed.inserted, closed.unchanged, closed.not_closed) == (1, 1, 0)
     assert _count(clean_db, "select count(*) from bars_1d") == 2
+
+
+def test_synthetic_ingest_of_overlapping_intervals_keeps_the_same_prices(clean_db: Database,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DAG's default source: two runs on different logical dates over overlapping minutes land the same
+    bars (nothing validated is rewritten); beyond the series' end a run fails naming the logical date."""
+    monkeypatch.setattr(jobs, "_database", lambda: clean_db)
+    first = jobs.ingest_interval("2024-03-05T10:00:00+00:00", 3 * 60)
+    wider = jobs.ingest_interval("2024-03-05T10:00:00+00:00", 6 * 60)  # a backfill with a wider window
+    later = jobs.ingest_interval("2024-03-06T10:00:00+00:00", 30 * 60)  # overlapping the earlier day
+    assert first["inserted"] > 0 and wider["updated"] == 0 and later["updated"] == 0
+    assert wider["unchanged"] == first["inserted"]
+    with pytest.raises(InputError, match=r"logical date 2029-02-01.*synthetic series ends on 2028-12-2"):
+        jobs.ingest_interval("2029-02-01T10:00:00+00:00", 60)

@@ -55,7 +55,9 @@ class ExecutorSettings(BaseSettings):
     paper: BrokerConfig = Field(default_factory=BrokerConfig)
     # Replays trade only (instrument, day) cells the data gate marked passed (see `tradeloom validate`).
     require_validated: bool = True
-    warmup_bars: int = Field(default=200, ge=0)  # bars restored into the online features at start-up
+    # Bars restored into the online features at start-up: 1,000 one-minute bars (2.7 NSE sessions) fill
+    # every default feature, the hourly RSI's 15 hours included.
+    warmup_bars: int = Field(default=1000, ge=0)
     stale_feed_seconds: float = Field(default=30.0, gt=0)
     # An unconfirmed placement the broker still does not know after this long never arrived: closed as rejected.
     unconfirmed_grace_seconds: float = Field(default=30.0, gt=0)

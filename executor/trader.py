@@ -80,6 +80,13 @@ class OnnxChampion:
         self.name, self.version = name, version
         window = int(getattr(scorer, "window", 1))
         self.rows = np.full((size, window, n_features), np.nan)
+        card = getattr(scorer, "card", None)
+        names = tuple(getattr(card, "feature_names", ()))
+        required = tuple(getattr(card, "required_features", ()))
+        # Columns every training row had: a row missing one (features still warming up after a cold start,
+        # a window padded after a reload) is outside what the model saw and scores flat (no entry).
+        self._required = np.array([names.index(name) for name in required if name in names], dtype=np.int64)
+        self.not_ready = np.zeros(size, dtype=bool)
 
     def score(self, features: FloatArray, close: FloatArray) -> FloatArray:
         has_bar = np.isfinite(close)
@@ -87,7 +94,11 @@ class OnnxChampion:
         self.rows[has_bar, -1] = features[has_bar]
         probabilities = np.asarray(self._scorer.predict_proba(self.rows), dtype=np.float64)  # type: ignore[attr-defined]
         flat = np.array([0.0, 1.0, 0.0])
-        return np.where(has_bar[:, None], probabilities, flat)
+        ready = has_bar
+        if self._required.size:
+            self.not_ready = has_bar & ~np.isfinite(self.rows[:, :, self._required]).all(axis=(1, 2))
+            ready = has_bar & ~self.not_ready
+        return np.where(ready[:, None], probabilities, flat)
 
 
 _FLOAT_MAX = float(np.finfo(np.float64).max)

@@ -59,6 +59,9 @@ class TrainingData:
     low: FloatArray | None = None
     volume: FloatArray | None = None
     lineage: dict[str, str] = field(default_factory=dict)
+    # Features present in every training row (None: all of them); the others (a timeframe never fills them)
+    # were fed as 0. A served row missing one of these is out of what the model saw: it is not scored.
+    required_features: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         n = self.labels.shape[0]
@@ -215,8 +218,10 @@ def _ensemble(outcomes: dict[ModelKind, ModelOutcome], data: TrainingData, folds
 
 def _card(kind: ModelKind, model: FittedModel, data: TrainingData, config: TrainConfig,
           temperature: float) -> ModelCard:
+    required = data.feature_names if data.required_features is None else data.required_features
     return ModelCard(name=config.registered_model_name, kind=kind.value, feature_names=data.feature_names,
-                     feature_spec_hash=data.spec_hash, window=model.window, temperature=temperature)
+                     feature_spec_hash=data.spec_hash, window=model.window, temperature=temperature,
+                     required_features=required)
 
 
 def train(data: TrainingData, config: TrainConfig, target: Any | None = None, *,

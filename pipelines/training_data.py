@@ -170,6 +170,7 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
         feature_names=matrix.names, spec_hash=matrix.spec_hash, next_return=next_return, close=close,
         open=bars["open"][rows], high=bars["high"][rows], low=bars["low"][rows], volume=bars["volume"][rows],
         lineage={**lineage, "features": "dbt marts"},
+        required_features=tuple(matrix.names[column] for column in np.flatnonzero(usable_columns).tolist()),
     )
     return data, config
 

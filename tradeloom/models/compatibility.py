@@ -34,6 +34,8 @@ class ModelCard(BaseModel):
     # as a fraction of equity for sizing policies, whose last inputs are portfolio state the executor computes.
     output_kind: Literal["probabilities", "target_weight"] = "probabilities"
     state_feature_names: tuple[str, ...] = ()
+    # Features every training row had (empty: not recorded, an older card); a row missing one is not scored.
+    required_features: tuple[str, ...] = ()
     action_levels: tuple[float, ...] = ()  # a discrete policy's target weights (empty when continuous)
     max_weight: float = Field(default=1.0, gt=0.0)
     allow_short: bool = False

@@ -314,7 +314,7 @@ def demo(
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({
         "trading_mode": "replay", "broker": "paper", "model": "mlflow:tradeloom-direction_intraday", "timeframe": "1m",
-        "instruments": [f"SYNTH:SYN{i:03d}" for i in range(settings.synthetic_instruments)], "warmup_bars": 375,
+        "instruments": [f"SYNTH:SYN{i:03d}" for i in range(settings.synthetic_instruments)], "warmup_bars": 1000,
         "engine": {"strategy": "demo", "product": "intraday",
                    "signal": {"enter_threshold": 0.36, "exit_threshold": 0.37, "cooldown_bars": 5},
                    "risk": {"no_entry_minutes_before_close": 20, "square_off_minutes_before_close": 10}},

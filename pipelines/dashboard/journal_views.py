@@ -141,6 +141,33 @@ def equity_curve(conn: psycopg2.extensions.connection, target: Target, timezone:
             "max_drawdown": max_drawdown}
 
 
+def _policy_row(key: str, value: Row) -> Row:
+    """An RL sizing policy's record (target weight, book position, approved target) in the signal columns:
+    the signal is the target's side, `proposed` the trade it asks for and entry/exit the trade risk approved,
+    split into the part that closes the book and the part that opens it."""
+    weight = float(value.get("target_weight", 0.0))
+    position, desired, approved = (int(value.get(name, 0)) for name in ("position", "desired", "approved"))
+    if position == 0 or ((approved > 0) == (position > 0) and approved != 0):
+        opens = abs(approved) > abs(position)
+        entry, exit_ = (approved - position, 0) if opens else (0, approved - position)
+    else:  # flat target or a flip: the whole position closes, any opposite target opens afresh
+        entry, exit_ = approved, -position
+    return {"instrument": key, "signal": (weight > 0) - (weight < 0), "confidence": None, "target_weight": weight,
+            "position": position, "proposed": abs(desired - position), "entry": entry, "exit": exit_,
+            "probabilities": None}
+
+
+def signal_rows(record: Row) -> list[Row]:
+    """One row per instrument of a decision record, for a direction model or an RL sizing policy."""
+    items = sorted(record.get("instruments", {}).items())
+    if record.get("output_kind") == "target_weight":
+        return [_policy_row(key, value) for key, value in items]
+    probabilities = record.get("probabilities", {})
+    return [{"instrument": key, "signal": value.get("signal"), "confidence": value.get("confidence"),
+             "target_weight": None, "position": None, "proposed": value.get("proposed"), "entry": value.get("entry"),
+             "exit": value.get("exit"), "probabilities": probabilities.get(key)} for key, value in items]
+
+
 def signals(conn: psycopg2.extensions.connection, target: Target, limit: int = 40) -> dict[str, Any]:
     """The latest decision per instrument (signal, confidence, sizes, class probabilities) and the risk
     rules that fired over recent decisions."""
@@ -150,14 +177,7 @@ def signals(conn: psycopg2.extensions.connection, target: Target, limit: int = 4
     if not rows:
         return {"bar_at": None, "model": None, "instruments": [], "rules": []}
     latest = rows[0]
-    record = latest["record"]
-    probabilities = record.get("probabilities", {})
-    instruments = [
-        {"instrument": key, "signal": value.get("signal"), "confidence": value.get("confidence"),
-         "proposed": value.get("proposed"), "entry": value.get("entry"), "exit": value.get("exit"),
-         "probabilities": probabilities.get(key)}
-        for key, value in sorted(record.get("instruments", {}).items())
-    ]
+    instruments = signal_rows(latest["record"])
     rules: list[Row] = []
     for row in rows:
         for event in row["record"].get("events", []):

@@ -139,7 +139,9 @@ function render(state) {
     `model ${signals.model} · version ${signals.model_version} · feature snapshot ${signals.feature_snapshot_hash}` : "";
   const arrow = (s) => (s > 0 ? "▲ long" : s < 0 ? "▼ short" : "· flat");
   fillTable("signals", signals.instruments, (s) => [
-    s.instrument, arrow(s.signal), s.confidence === null ? "" : Number(s.confidence).toFixed(3), s.proposed,
+    s.instrument, arrow(s.signal),
+    s.target_weight !== null && s.target_weight !== undefined ? "target " + pct(s.target_weight)
+      : s.confidence === null ? "" : Number(s.confidence).toFixed(3), s.proposed,
     s.entry, s.exit, s.probabilities ? s.probabilities.map((p) => p.toFixed(2)).join(" / ") : "",
   ], (s) => ({instrument: s.instrument, signal: String(s.signal)}));
   fillTable("rules", signals.rules, (r) => [shortTime(r.bar_at), r.instrument, r.rule, r.action, r.reason],

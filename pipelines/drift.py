@@ -378,12 +378,13 @@ def run_drift(db: Database, window_end: datetime, settings: DriftSettings | None
     import pandas as pd
 
     from pipelines.train import load_config
-    from pipelines.training_data import TIMEFRAME_TABLES, load_training_data
+    from pipelines.training_data import TIMEFRAME_TABLES, load_feature_rows
 
     settings = settings or DriftSettings()
     window_end = _aware(window_end, "window_end")
     config = load_config(settings.train_config)
-    data, config = load_training_data(db, config)
+    # Every warm row, labelled or not: the current window reaches the newest bar, not the last labelled one.
+    _, config, data = load_feature_rows(db, config)
     stamps = np.asarray(data.timestamps_ns, dtype=np.int64)
     end_ns = int(window_end.timestamp() * 1e9)
     train_start = int(datetime.combine(config.segments.train.start, datetime.min.time(), UTC).timestamp() * 1e9)
@@ -392,10 +393,11 @@ def run_drift(db: Database, window_end: datetime, settings: DriftSettings | None
     if current_rows.size < 10:
         raise InputError(f"window_end={window_end.isoformat()}: {current_rows.size} feature rows before it; "
                          "expected at least 10 (ingest and build features first)")
-    reference_rows = np.flatnonzero((stamps >= train_start) & (stamps <= train_end)
-                                    & (stamps < stamps[current_rows[0]]))[-settings.reference_rows:]
+    before_current = data.labelled & (stamps < stamps[current_rows[0]])  # rows the model could have trained on
+    reference_rows = np.flatnonzero(before_current & (stamps >= train_start)
+                                    & (stamps <= train_end))[-settings.reference_rows:]
     if reference_rows.size < 10:  # no training segment on record: the rows before the current window
-        reference_rows = np.flatnonzero(stamps < stamps[current_rows[0]])[-settings.reference_rows:]
+        reference_rows = np.flatnonzero(before_current)[-settings.reference_rows:]
     names = list(data.feature_names)
     frame = pd.DataFrame(np.asarray(data.features, dtype=np.float64), columns=names)
     usable = [n for n in names if frame[n].std() > 0]  # constant columns (unused on this timeframe) carry no signal

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,23 @@ from tradeloom.models.labels import UNKNOWN, direction_labels
 
 log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 FALLBACK_VERSION = "tradeloom-fallback-features-v1"
 FALLBACK_NAMES = ("return_1", "return_5", "return_10", "return_20", "volatility_10", "volatility_20",
                   "range_1", "volume_z_20", "sma_ratio_10_50")
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """Every warm feature row of one instrument, labelled or not: what the model sees in service, including
+    the newest `horizon` bars whose labels are not known yet (drift watches those too)."""
+
+    features: FloatArray
+    timestamps_ns: IntArray
+    feature_names: tuple[str, ...]
+    spec_hash: str
+    labelled: BoolArray
 
 
 def fallback_spec_hash() -> str:
@@ -64,21 +79,30 @@ def fallback_features(close: FloatArray, high: FloatArray, low: FloatArray, volu
 def arrays_from_bars(bars: dict[str, Any], config: TrainConfig,
                      lineage: dict[str, str] | None = None) -> TrainingData:
     """Features, labels and returns for one instrument's time-ordered bars (dict of numpy arrays)."""
+    return _fallback(bars, config, lineage)[0]
+
+
+def _fallback(bars: dict[str, Any], config: TrainConfig,
+              lineage: dict[str, str] | None = None) -> tuple[TrainingData, FeatureRows]:
     close = np.asarray(bars["close"], dtype=np.float64)
     high, low = np.asarray(bars["high"], dtype=np.float64), np.asarray(bars["low"], dtype=np.float64)
     features = fallback_features(close, high, low, np.asarray(bars["volume"], dtype=np.float64))
     labels, forward = direction_labels(close, config.labels.horizon, config.labels.flat_threshold)
     next_return = np.concatenate([np.diff(np.log(close)), [np.nan]])
-    keep = np.isfinite(features).all(axis=1) & (labels != UNKNOWN)
+    warm = np.isfinite(features).all(axis=1)
+    keep = warm & (labels != UNKNOWN)
     if keep.sum() < 50:
         raise DataQualityError(f"only {int(keep.sum())} usable rows for {config.instrument}; need >= 50")
+    stamps = np.asarray(bars["bar_at"], dtype=np.int64)
+    rows = FeatureRows(features=features[warm], timestamps_ns=stamps[warm], feature_names=FALLBACK_NAMES,
+                       spec_hash=fallback_spec_hash(), labelled=(labels != UNKNOWN)[warm])
     return TrainingData(
         features=features[keep], labels=labels[keep], forward_return=forward[keep],
         timestamps_ns=np.asarray(bars["bar_at"], dtype=np.int64)[keep], feature_names=FALLBACK_NAMES,
         spec_hash=fallback_spec_hash(), next_return=next_return[keep], close=close[keep],
         open=np.asarray(bars["open"], dtype=np.float64)[keep], high=high[keep], low=low[keep],
         volume=np.asarray(bars["volume"], dtype=np.float64)[keep], lineage=dict(lineage or {}),
-    )
+    ), rows
 
 
 TIMEFRAME_TABLES = {"1m": "bars_1m", "1h": "bars_1h", "1d": "bars_1d"}
@@ -131,7 +155,7 @@ def _bars(db: Any, instrument_id: int, timeframe: str) -> dict[str, Any]:
 
 
 def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: dict[str, Any],
-                        lineage: dict[str, str]) -> tuple[TrainingData, TrainConfig] | None:
+                        lineage: dict[str, str]) -> tuple[TrainingData, TrainConfig, FeatureRows] | None:
     """The dbt marts (features + labels) when built; None when the marts are empty or missing."""
     try:
         from pipelines.features import feature_matrix
@@ -172,7 +196,11 @@ def _from_feature_marts(db: Any, config: TrainConfig, instrument_id: int, bars: 
         lineage={**lineage, "features": "dbt marts"},
         required_features=tuple(matrix.names[column] for column in np.flatnonzero(usable_columns).tolist()),
     )
-    return data, config
+    rows_all = FeatureRows(features=np.nan_to_num(matrix.features[warm], nan=0.0),
+                           timestamps_ns=np.asarray(matrix.bar_at_ns[warm], dtype=np.int64),
+                           feature_names=matrix.names, spec_hash=matrix.spec_hash,
+                           labelled=np.isfinite(matrix.direction[warm]))
+    return data, config, rows_all
 
 
 def batch_ids_tag(ids: list[int], limit: int = 4000) -> str:
@@ -189,6 +217,16 @@ def batch_ids_tag(ids: list[int], limit: int = 4000) -> str:
 
 def load_training_data(db: Any, config: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     """The config's instrument from the store: dbt feature marts when built, else the built-in features."""
+    data, config, _ = _load(db, config)
+    return data, config
+
+
+def load_feature_rows(db: Any, config: TrainConfig) -> tuple[TrainingData, TrainConfig, FeatureRows]:
+    """The training data and, from the same features, every warm row up to the newest bar (labelled or not)."""
+    return _load(db, config)
+
+
+def _load(db: Any, config: TrainConfig) -> tuple[TrainingData, TrainConfig, FeatureRows]:
     instrument_id = _instrument_id(db, config.instrument)
     bars = _bars(db, instrument_id, config.timeframe)
     lineage = {"instrument": config.instrument, "timeframe": config.timeframe,
@@ -199,4 +237,5 @@ def load_training_data(db: Any, config: TrainConfig) -> tuple[TrainingData, Trai
     log.warning("training %s on the built-in features (%s): the online engine's spec hash differs, so the executor"
                 " will refuse to serve this model; build the dbt feature marts (`tradeloom features build`) first",
                 config.instrument, FALLBACK_VERSION)
-    return arrays_from_bars(bars, config, {**lineage, "features": FALLBACK_VERSION}), config
+    data, rows = _fallback(bars, config, {**lineage, "features": FALLBACK_VERSION})
+    return data, config, rows

@@ -66,3 +66,20 @@ def test_run_drift_wrong_signals_and_slippage_flags_red_and_rerun_replaces(datab
         cur.execute("select count(*) from drift_runs where strategy = %s and window_end = %s", (STRATEGY, aapl_end))
         row = cur.fetchone()
     assert row is not None and row[0] == 1
+
+
+def test_current_window_reaches_the_newest_bar_and_reference_holds_only_labelled_rows(
+        database: Database, aapl_end: datetime, tmp_path: Path) -> None:
+    from pipelines.train import load_config
+    from pipelines.training_data import load_feature_rows
+
+    settings = _settings()
+    data, config, rows = load_feature_rows(database, load_config(settings.train_config))
+    newest = int(aapl_end.timestamp() * 1e9) - 86_400 * 10**9  # aapl_end is the day after the newest bar
+    assert int(rows.timestamps_ns[-1]) == newest
+    unlabelled = rows.timestamps_ns[~rows.labelled]
+    assert unlabelled.size == config.labels.horizon  # the newest bars, whose labels are not known yet
+    assert (unlabelled > data.timestamps_ns.max()).all()
+    result = run_drift(database, aapl_end, settings, report_dir=tmp_path)
+    expected_start = int(rows.timestamps_ns[-settings.current_rows])
+    assert int(result.window_start.timestamp() * 1e9) == expected_start

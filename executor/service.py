@@ -34,7 +34,7 @@ from executor.settings import BrokerName, ExecutorSettings, TradingMode
 from executor.trader import BarSlice, OnnxChampion, Scorer, SmaCrossScorer, Trader
 from tradeloom.adapters.brokers.paper import PaperBroker
 from tradeloom.adapters.pgcluster import LocalCluster
-from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments
+from tradeloom.adapters.store import BarMatrix, load_bar_matrix, load_instruments, load_splits_by_key
 from tradeloom.broker import Broker, BrokerOrder, MarketDataBroker, Tick
 from tradeloom.calendars import session_context
 from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderType, Side, Timeframe, client_order_id
@@ -118,6 +118,10 @@ class ExecutorService:
         self.kill_requested = threading.Event()
         self._last_poll_ns = 0
         self._bad_seen: dict[str, int] = {}
+        # Splits of the traded instruments (key, ex-date ns, ratio), read at start-up and on each new day; a
+        # split effective while the service runs re-warms the features from the back-adjusted store.
+        self._splits: list[tuple[str, int, float]] = []
+        self._split_rewarm_pending = False
 
     # -- wiring ---------------------------------------------------------------------------------------------
     def _connect(self) -> psycopg2.extensions.connection:
@@ -280,6 +284,7 @@ class ExecutorService:
         if self.settings.trading_mode is TradingMode.LIVE:
             self.check_health_flag()
             self._verdict_day = datetime.now(tz=IST).date()
+        self.refresh_splits()
         orders, fill_ids = self.journal.load_orders()
         self.orders.adopt(orders, fill_ids)
         self.reconcile_report = self.orders.reconcile()
@@ -339,13 +344,60 @@ class ExecutorService:
             restored += 1
         return restored
 
-    def warm_up_from_database(self, until_ns: int, warmup_bars: int | None = None) -> int:
-        """Restore the online features and the scorers' windows from the last `warmup_bars` stored bars before
-        `until_ns`, back-adjusted for splits as the training data is: start-up, before the first decision (in
-        replay and live alike). Returns the bars fed; none once this process has seen bars."""
-        warm = self.settings.warmup_bars if warmup_bars is None else warmup_bars
-        if not warm or self.trader.bars_done or self.features.bar_count.max():
-            return 0
+    def refresh_splits(self) -> None:
+        """Re-read the traded instruments' splits; the database being down keeps the list already read."""
+        try:
+            conn = self._connect()
+            try:
+                self._splits = load_splits_by_key(conn, self.keys)
+            finally:
+                conn.close()
+        except (psycopg2.Error, DatabaseUnavailableError) as error:
+            log.warning("splits not refreshed (database unavailable: %s); using the %d already known",
+                        str(error).strip()[:200], len(self._splits))
+
+    def apply_splits(self, bar_at_ns: int) -> bool:
+        """Before trading the bar at `bar_at_ns`: when a split took effect since the last bar the features saw,
+        the online features and scorer windows (and the engine's price levels) hold pre-split prices, and the
+        first post-split bar would look like a crash. They are rebuilt from the stored bars, back-adjusted as
+        at start-up. Until that succeeds (the store unreachable) entries stay paused. True when re-warmed."""
+        seen = int(self.features.last_bar_at.max())
+        due = [(key, ratio) for key, ex_at_ns, ratio in self._splits if seen < ex_at_ns <= bar_at_ns]
+        if not self.features.bar_count.max() or not (due or self._split_rewarm_pending):
+            return False
+        self._split_rewarm_pending = True
+        if not self.journal.flush():  # the bars this process stored must reach the table the warm-up reads
+            log.error("split effective at bar %s (%s): the store is unreachable, so the features cannot be "
+                      "re-warmed; entries stay paused until it is", bar_at_ns, due)
+            return False
+        warm = self.settings.warmup_bars
+        traders = [self.trader] + ([self.shadow] if self.shadow is not None else [])
+        fresh = [OnlineFeatureEngine(self.keys, self.timeframe.value) for _ in traders]
+        try:
+            history = self._stored_bars(bar_at_ns, warm)
+        except (psycopg2.Error, DatabaseUnavailableError) as error:
+            log.error("split effective at bar %s: re-warm failed (%s); entries stay paused", bar_at_ns,
+                      str(error).strip()[:200])
+            return False
+        index = {key: i for i, key in enumerate(self.keys)}
+        for trader, engine in zip(traders, fresh, strict=True):
+            trader.features = engine
+            reset = getattr(trader.scorer, "reset", None)
+            if reset is not None:
+                reset()
+            trader.rescale_prices({index[key]: ratio for key, ratio in due})
+        self.features = self.trader.features
+        self.warm_up(history)
+        self._split_rewarm_pending = False
+        log.warning("split effective at bar %s for %s: features re-warmed from %d stored bars, back-adjusted",
+                    bar_at_ns, ", ".join(f"{key} x{ratio:g}" for key, ratio in due) or "(retried)",
+                    len(history.bar_at_ns))
+        self.journal.record_event("split_rewarm", {"bar_at_ns": bar_at_ns, "bars": len(history.bar_at_ns),
+                                                   "splits": [{"instrument_key": k, "ratio": r} for k, r in due]})
+        return True
+
+    def _stored_bars(self, until_ns: int, warm: int) -> BarMatrix:
+        """The last `warm` stored bars before `until_ns`, back-adjusted for splits."""
         # Far enough back to find `warm` bars across a weekend and a holiday (an overnight gap alone is 17.75
         # hours on NSE: 3x the bars' span from a session's open reached none of the previous session).
         lookback_ns = max(warm * self.timeframe.seconds * 3, 7 * 86_400) * NS
@@ -355,9 +407,19 @@ class ExecutorService:
         finally:
             conn.close()
         keep = slice(max(len(history.bar_at_ns) - warm, 0), None)
-        self.warm_up(BarMatrix(history.keys, history.bar_at_ns[keep], history.open[keep], history.high[keep],
-                               history.low[keep], history.close[keep], history.volume[keep]))
-        fed = len(history.bar_at_ns[keep])
+        return BarMatrix(history.keys, history.bar_at_ns[keep], history.open[keep], history.high[keep],
+                         history.low[keep], history.close[keep], history.volume[keep])
+
+    def warm_up_from_database(self, until_ns: int, warmup_bars: int | None = None) -> int:
+        """Restore the online features and the scorers' windows from the last `warmup_bars` stored bars before
+        `until_ns`, back-adjusted for splits as the training data is: start-up, before the first decision (in
+        replay and live alike). Returns the bars fed; none once this process has seen bars."""
+        warm = self.settings.warmup_bars if warmup_bars is None else warmup_bars
+        if not warm or self.trader.bars_done or self.features.bar_count.max():
+            return 0
+        history = self._stored_bars(until_ns, warm)
+        self.warm_up(history)
+        fed = len(history.bar_at_ns)
         log.info("online features warmed up from %d stored bars before %s", fed,
                  datetime.fromtimestamp(until_ns / NS, tz=UTC).isoformat())
         if fed < warm:
@@ -509,10 +571,13 @@ class ExecutorService:
             if self._retired_day is not None:
                 retired = self.orders.retire(decided_before_ns=now_ns - 86_400 * NS)
                 log.info("new day %s: %d finished orders of earlier days retired from memory", today, retired)
+                self.refresh_splits()
             self._retired_day = today
         self.trader.entries_paused = self.trader.entries_paused or stale or self.verdict_missing
         traded = 0
         for closed in self.bars.close_due(now_ns):
+            self.apply_splits(closed.bar_at_ns)
+            self.trader.entries_paused = self.trader.entries_paused or self._split_rewarm_pending
             for i, key in enumerate(self.keys):
                 if np.isfinite(closed.close[i]):
                     self.journal.record_bar(key, closed.bar_at_ns, (float(closed.open[i]), float(closed.high[i]),

@@ -71,6 +71,10 @@ class SmaCrossScorer:
         direction = sma_cross_direction(self.closes, self.fast, self.slow)[-1]
         return one_hot(np.where(has_bar, direction, 0).astype(np.int8))
 
+    def reset(self) -> None:
+        """Forget the closes (a warm-up refills them)."""
+        self.closes[:] = np.nan
+
 
 class OnnxChampion:
     """A registered model served by onnxruntime; keeps the last `window` feature rows per instrument."""
@@ -99,6 +103,10 @@ class OnnxChampion:
             self.not_ready = has_bar & ~np.isfinite(self.rows[:, :, self._required]).all(axis=(1, 2))
             ready = has_bar & ~self.not_ready
         return np.where(ready[:, None], probabilities, flat)
+
+    def reset(self) -> None:
+        """Forget the feature window (a warm-up refills it)."""
+        self.rows[:] = np.nan
 
 
 _FLOAT_MAX = float(np.finfo(np.float64).max)
@@ -181,6 +189,15 @@ class Trader:
         temporary.write_text(json.dumps({"last_bar_at_ns": bar_at_ns, "engine": self.state.to_dict()}),
                              encoding="utf-8")
         temporary.replace(self.state_path)
+
+    def rescale_prices(self, ratios: dict[int, float]) -> None:
+        """A split of `ratio` new shares per old one at instrument index i: the engine's price levels (last
+        close, stop, take-profit, trailing anchor) move to the post-split scale, as the broker's position does."""
+        for name in ("last_close", "stop_price", "take_profit_price", "best_close"):
+            levels = getattr(self.state, name).copy()  # `last_close` may be shared with an earlier state
+            for index, ratio in ratios.items():
+                levels[index] = levels[index] / ratio
+            setattr(self.state, name, levels)
 
     # -- the cycle -------------------------------------------------------------------------------------------
     def portfolio(self) -> tuple[npt.NDArray[np.int64], float, npt.NDArray[np.int64]]:

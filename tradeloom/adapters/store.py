@@ -285,6 +285,18 @@ def load_splits(conn: Connection, instrument_ids: Sequence[int]) -> dict[int, li
     return found
 
 
+def load_splits_by_key(conn: Connection, keys: Sequence[str]) -> list[tuple[str, int, float]]:
+    """Splits of the instruments `keys` ("EXCHANGE:SYMBOL") as (key, ex-date ns, ratio), oldest first."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select i.exchange || ':' || i.symbol, (extract(epoch from c.ex_at) * 1e6)::bigint * 1000, c.split_ratio"
+            " from corporate_actions c join instruments i using (instrument_id) where c.action = 'split'"
+            " and i.exchange || ':' || i.symbol = any(%s) order by c.ex_at",
+            (list(keys),),
+        )
+        return [(str(key), int(ex_at_ns), float(ratio)) for key, ex_at_ns, ratio in cur.fetchall()]
+
+
 def load_bar_matrix(
     conn: Connection, timeframe: Timeframe, keys: Sequence[str], start_ns: int, end_ns: int,
     *, require_validated: bool = False, adjust_splits: bool = True,

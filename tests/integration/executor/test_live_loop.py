@@ -6,15 +6,17 @@ import itertools
 import os
 import signal
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
+import pytest
 
 from executor.oms import Lineage, ManagedOrder
 from executor.service import ExecutorService
 from executor.settings import ExecutorSettings, TradingMode
-from tests.integration.executor.conftest import DAY2, KEYS
+from tests.integration.executor.conftest import DAY2, DAY3, KEYS
 from tradeloom.adapters.db import Database
+from tradeloom.adapters.store import BarMatrix as BarMatrixLike
 from tradeloom.adapters.store import load_bar_matrix
 from tradeloom.broker import OrderCallback, Tick, TickCallback
 from tradeloom.domain import Instrument, IntentPurpose, OrderIntent, OrderState, OrderType, Side, Timeframe
@@ -184,3 +186,79 @@ def test_live_start_warms_the_features_from_stored_bars_back_adjusted_for_a_spli
             signal.signal(sig, handler)
         live_run.close()
     assert int(live_run.features.bar_count.max()) == 200
+
+
+def _feed_minute(feed: ScriptedFeed, bars: BarMatrixLike, t: int) -> int:
+    """Four ticks (open, high, low, close) of minute `t` for every instrument; returns the close-due time."""
+    assert feed.on_tick is not None
+    stamp = int(bars.bar_at_ns[t])
+    for i, key in enumerate(KEYS):
+        for offset, price in ((1, bars.open[t, i]), (20, bars.high[t, i]), (40, bars.low[t, i]),
+                              (59, bars.close[t, i])):
+            feed.on_tick(Tick(key, float(price), 1, int(bars.volume[t, i] * offset / 59), stamp + offset * NS))
+    return stamp + 62 * NS
+
+
+def test_a_split_taking_effect_while_live_rewarms_the_features_and_pauses_entries_until_it_can(
+    market: Database, executor_settings: Callable[..., ExecutorSettings]
+) -> None:
+    """The service runs through the night into a 2-for-1 split's ex-date: its features hold yesterday's raw
+    prices, so the first post-split bar would read as a 50% crash. It re-warms from the store, back-adjusted
+    (as a fresh start would), and while the store is unreachable it keeps entries paused instead."""
+    split_key, day3_open = KEYS[0], DAY3.replace(hour=3, minute=45)
+    with market.transaction(market.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("update bars_1m set open = open / 2, high = high / 2, low = low / 2, close = close / 2"
+                    " where instrument_id = (select instrument_id from instruments where exchange || ':' || symbol"
+                    " = %s) and bar_at >= %s", (split_key, DAY3))
+    live_from = day3_open - timedelta(hours=17, minutes=45 + 20)  # DAY2's last 20 minutes (close 15:30 IST)
+    with market.transaction() as conn:
+        bars = load_bar_matrix(conn, Timeframe.MINUTE, KEYS, int(live_from.timestamp() * NS),
+                               int(day3_open.timestamp() * NS) + 5 * 60 * NS, adjust_splits=False)
+    day2_rows = int((bars.bar_at_ns < int(DAY3.timestamp() * NS)).sum())
+    assert day2_rows == 20 and len(bars.bar_at_ns) == 25
+    with market.transaction(market.settings.owner_role) as conn, conn.cursor() as cur:
+        cur.execute("delete from bars_1m where bar_at >= %s", (live_from,))  # the feed brings these live
+        cur.execute("insert into corporate_actions (instrument_id, ex_at, action, split_ratio)"
+                    " select instrument_id, %s, 'split', 2 from instruments where exchange || ':' || symbol = %s",
+                    (DAY3, split_key))
+    feed = ScriptedFeed()
+    service = ExecutorService(executor_settings("split-live", trading_mode=TradingMode.PAPER, warmup_bars=200,
+                                                stale_feed_seconds=10**6), feed=feed)
+    service.start()
+    service.warm_up_from_database(int(bars.bar_at_ns[0]))
+    service.feed.stream(service.keys, on_tick=service._inbox.put)
+    for t in range(day2_rows):
+        assert service.live_cycle(_feed_minute(feed, bars, t)) == 1
+    before = float(service.trader.state.last_close[0])
+    # The first post-split bar while the store is unreachable: no re-warm, entries paused.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service.journal, "flush", lambda: False)
+        assert service.live_cycle(_feed_minute(feed, bars, day2_rows)) == 1
+        assert service.trader.entries_paused
+    assert service.trader.state.last_close[0] == pytest.approx(float(bars.close[day2_rows, 0]))
+    # The store is back: the next bar re-warms from it (the last 200 stored bars, back-adjusted) first.
+    assert service.live_cycle(_feed_minute(feed, bars, day2_rows + 1)) == 1
+    assert not service.trader.entries_paused
+    nxt = day2_rows + 2
+    until = int(bars.bar_at_ns[nxt])
+    with market.transaction() as conn:
+        history = load_bar_matrix(conn, Timeframe.MINUTE, KEYS, until - 3 * 86_400 * NS, until)
+    reference = OnlineFeatureEngine(tuple(KEYS), "1m")
+    # The 200 warm-up bars, then the bar the service traded after re-warming (as stored live).
+    for t in range(len(history.bar_at_ns) - 201, len(history.bar_at_ns)):
+        reference.step(int(history.bar_at_ns[t]), history.open[t], history.high[t], history.low[t],
+                       history.close[t], history.volume[t])
+    bar = (int(bars.bar_at_ns[nxt]), bars.open[nxt], bars.high[nxt], bars.low[nxt], bars.close[nxt],
+           bars.volume[nxt])
+    expected = reference.step(*bar)
+    np.testing.assert_array_equal(service.features.step(*bar), expected)
+    assert service.trader.features is service.features
+    ret_1 = expected[:, service.features.spec.names.index("ret_1")]
+    assert np.all(np.abs(ret_1) < 0.05), ret_1
+    assert before > 1.5 * float(service.trader.state.last_close[0])  # the engine's last close is post-split
+    service.journal.flush()
+    with market.transaction() as conn, conn.cursor() as cur:
+        cur.execute("select detail from executor_events where kind = 'split_rewarm'")
+        events = [row[0] for row in cur.fetchall()]
+    assert len(events) == 1 and events[0]["bars"] == 200
+    service.close()
